@@ -1,0 +1,213 @@
+"""``trial-ledger``: click commands only, a thin layer over the library (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from domain.events import MEANINGS
+from domain.protocol import load_protocol
+from domain.service import Command, Trial
+from domain.signers import SignerRegistry
+from domain.timeutil import iso, parse_instant, utc_now
+from ledger.errors import InputRefused
+from ledger.keys import generate, read_public, write_key_pair
+from ledger.verify import verify_records
+
+from cli.options import (
+    LedgerGroup,
+    emit,
+    key_option,
+    load_signer,
+    open_store,
+    passphrase,
+    passphrase_file_option,
+)
+
+
+@click.group(cls=LedgerGroup)
+@click.option("--db", envvar="TRIAL_LEDGER_DB", default="./trial-ledger.db", show_default=True,
+              help="SQLite file path or postgresql:// URL (add ?schema=NAME for a schema).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on read commands.")
+@click.pass_context
+def cli(ctx: click.Context, db: str, as_json: bool) -> None:
+    """A signed, hash-chained audit ledger for a clinical trial."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(db=db, json=as_json)
+
+
+@cli.command()
+@click.option("--user-id", required=True, help="Who the key is for.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Key file to write; FILE.pub is written beside it.")
+@passphrase_file_option
+@click.pass_context
+def keygen(ctx: click.Context, user_id: str, out: Path, passphrase_file: Path | None) -> None:
+    """Create an encrypted Ed25519 key (PKCS#12, PBKDF2 600k rounds, mode 0600)."""
+    if out.exists():
+        raise InputRefused(f"--out {out}: file exists; refusing to overwrite a key")
+    signer = generate()
+    pub = write_key_pair(signer, user_id, out, passphrase(passphrase_file, confirm=True))
+    emit(ctx, {"key": str(out), "public_key_file": str(pub), "key_id": signer.key_id,
+               "public_key": signer.public_b64},
+         f"wrote {out} (mode 0600) and {pub}; key id {signer.key_id}")
+
+
+@cli.command()
+@click.option("--protocol", "protocol_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--study-id", required=True)
+@click.option("--admin-id", required=True)
+@click.option("--admin-name", required=True, help="Printed name of the sponsor admin (21 CFR 11.50).")
+@key_option
+@passphrase_file_option
+@click.pass_context
+def init(ctx: click.Context, protocol_path: Path, study_id: str, admin_id: str, admin_name: str,
+         key: Path, passphrase_file: Path | None) -> None:
+    """Write the genesis event: the protocol's hash and the sponsor's root key."""
+    protocol = load_protocol(protocol_path)
+    signer = load_signer(key, passphrase_file)
+    trial = Trial(open_store(ctx, create=True))
+    env = trial.initialise(protocol, study_id=study_id, admin_id=admin_id, admin_name=admin_name, signer=signer)
+    registry = trial.registry()
+    emit(ctx, {"event_id": env.event_id, "root_fingerprint": registry.root_fingerprint,
+               "protocol_sha256": protocol.sha256()},
+         f"initialised {study_id} under protocol {protocol.protocol_id} v{protocol.version}\n"
+         f"root key fingerprint: {registry.root_fingerprint}")
+
+
+@cli.group()
+def signer() -> None:
+    """Register, revoke and list signers."""
+
+
+@signer.command("add")
+@click.option("--user-id", required=True)
+@click.option("--name", required=True, help="Printed name.")
+@click.option("--role", required=True)
+@click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--valid-from", default=None, help="ISO time the key becomes valid (default: now).")
+@key_option
+@passphrase_file_option
+@click.pass_context
+def signer_add(ctx: click.Context, user_id: str, name: str, role: str, public_key: Path,
+               valid_from: str | None, key: Path, passphrase_file: Path | None) -> None:
+    """Register a signer's public key with a role (signed by the admin)."""
+    data = {"user_id": user_id, "name": name, "role": role, "public_key": read_public(public_key),
+            "valid_from": valid_from or iso(utc_now())}
+    trial = Trial(open_store(ctx))
+    env = trial.append(Command("SignerRegistered", None, data), load_signer(key, passphrase_file))
+    emit(ctx, {"event_id": env.event_id}, f"registered {user_id} as {role}")
+
+
+@signer.command("revoke")
+@click.option("--user-id", required=True)
+@click.option("--reason", required=True)
+@key_option
+@passphrase_file_option
+@click.pass_context
+def signer_revoke(ctx: click.Context, user_id: str, reason: str, key: Path, passphrase_file: Path | None) -> None:
+    """Deauthorise a signer from now on; what they signed before still verifies."""
+    trial = Trial(open_store(ctx))
+    env = trial.append(Command("SignerRevoked", None, {"user_id": user_id}, reason=reason),
+                       load_signer(key, passphrase_file))
+    emit(ctx, {"event_id": env.event_id}, f"revoked {user_id}")
+
+
+@signer.command("list")
+@click.pass_context
+def signer_list(ctx: click.Context) -> None:
+    """Every signer with role, key id, registration and revocation."""
+    registry = Trial(open_store(ctx)).registry()
+    rows = [
+        {"user_id": s.user_id, "name": s.name, "role": s.role, "key_id": s.key_id,
+         "registered_at": s.registered_at, "revoked_at": s.revoked_at, "revoke_reason": s.revoke_reason}
+        for s in registry.signers.values()
+    ]
+    text = "\n".join(
+        f"{r['user_id']:<14} {r['role']:<13} {r['key_id']}  {r['name']}"
+        + (f"  REVOKED {r['revoked_at']} ({r['revoke_reason']})" if r["revoked_at"] else "")
+        for r in rows
+    )
+    emit(ctx, rows, text or "no signers")
+
+
+def _parse_data(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputRefused(f"--data {text}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputRefused(f"--data: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, dict):
+        raise InputRefused("--data: must be a JSON object")
+    return value
+
+
+@cli.command()
+@click.argument("type_name", metavar="TYPE")
+@click.option("--participant", default=None, help="Pseudonymous participant id, e.g. S01-004.")
+@click.option("--data", "data_text", default="{}", show_default=True, help="Payload as JSON, or @FILE.")
+@click.option("--occurred-at", default=None, help="When it happened (ISO 8601 with offset; default now).")
+@click.option("--meaning", type=click.Choice(MEANINGS), default=None, help="Signature meaning (21 CFR 11.50).")
+@click.option("--reason", default=None, help="Required for corrections, voids and withdrawals.")
+@key_option
+@passphrase_file_option
+@click.pass_context
+def append(ctx: click.Context, type_name: str, participant: str | None, data_text: str, occurred_at: str | None,
+           meaning: str | None, reason: str | None, key: Path, passphrase_file: Path | None) -> None:
+    """Append one signed event of any catalogue type."""
+    command = Command(type_name, participant, _parse_data(data_text), occurred_at, meaning, reason)
+    signer = load_signer(key, passphrase_file)
+    trial = Trial(open_store(ctx))
+    env = trial.append(command, signer)
+    emit(ctx, {"event_id": env.event_id, "participant": participant, "position": env.position},
+         f"appended {env.type} {env.event_id}" + (f" to {participant} at #{env.position}" if participant else ""))
+
+
+@cli.command()
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Signature-checking processes (default: cores).")
+@click.option("--expect-root", default=None, metavar="FPR", help="Fail unless the root key has this fingerprint.")
+@click.pass_context
+def verify(ctx: click.Context, jobs: int | None, expect_root: str | None) -> None:
+    """Check every hash link, signature and authorisation in the log."""
+    store = open_store(ctx)
+    report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
+    findings = report.sorted()
+    root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
+    ok = report.ok and root_ok and report.events > 0
+    payload = {
+        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
+        "expected_root": expect_root, "head_position": report.head_position,
+        "head_hash": report.head_hash.hex(), "finding_count": report.finding_count,
+        "findings": [{"position": f.position, "event_id": f.event_id, "reason": f.reason} for f in findings],
+    }
+    if ctx.obj.get("json"):
+        emit(ctx, payload, "")
+    else:
+        click.echo(f"root key fingerprint: {report.root_fingerprint}")
+        click.echo(f"events checked: {report.events}")
+    if not root_ok:
+        click.echo(f"FAIL: root key {report.root_fingerprint} is not the expected {expect_root}", err=True)
+    elif report.events == 0:
+        click.echo("FAIL: the ledger is empty", err=True)
+    elif findings:
+        click.echo(f"FAIL: {findings[0].line()}", err=True)
+        if report.finding_count > 1:
+            click.echo(f"({report.finding_count} findings in all; --json lists them)", err=True)
+    elif not ctx.obj.get("json"):
+        click.echo("OK: every hash link, signature and authorisation verifies")
+    ctx.exit(0 if ok else 1)
+
+
+def main() -> None:
+    cli(obj={}, prog_name="trial-ledger")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Shared CLI plumbing: error mapping, --db, keys and passphrases, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.errors import LedgerError, UsageProblem
+from ledger.keys import Signer, is_world_readable, read_private
+from ledger.store import Store, is_postgres
+
+PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
+
+
+class LedgerGroup(click.Group):
+    """Maps every library error to its one-line message and exit code (SPEC §6)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LedgerError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; nothing half-written (each append is one transaction)", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - never a traceback for users
+            click.echo(f"error: internal error ({type(e).__name__}): {str(e).splitlines()[0] if str(e) else ''}",
+                       err=True)
+            ctx.exit(4)
+
+
+def open_store(ctx: click.Context, *, create: bool = False) -> Store:
+    db: str = ctx.obj["db"]
+    if not is_postgres(db) and not create and not Path(db).exists():
+        raise UsageProblem(f"--db {db}: no ledger there (create one with `trial-ledger init`)")
+    store = Store(db)
+    ctx.call_on_close(store.close)
+    return store
+
+
+def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
+    """From --passphrase-file, else $TRIAL_LEDGER_PASSPHRASE, else a prompt on a terminal."""
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageProblem(f"--passphrase-file {passphrase_file}: {getattr(e, 'strerror', None) or e}") from None
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if not sys.stdin.isatty():
+        raise UsageProblem(f"passphrase: none given; set {PASSPHRASE_ENV}, use --passphrase-file, or run on a terminal")
+    return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+def load_signer(key: Path, passphrase_file: Path | None) -> Signer:
+    if is_world_readable(key):
+        click.echo(f"warning: key file {key} is readable by other users; run chmod 600 {key}", err=True)
+    return read_private(key, passphrase(passphrase_file))
+
+
+def emit(ctx: click.Context, payload: Any, text: str) -> None:
+    """Print ``payload`` as JSON under --json, else the human text."""
+    if ctx.obj.get("json"):
+        click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(text)
+
+
+key_option = click.option("--key", "key", required=True, type=click.Path(path_type=Path, dir_okay=False),
+                          help="Your encrypted private key file.")
+passphrase_file_option = click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False),
+                                      help=f"File holding the key's passphrase (else ${PASSPHRASE_ENV} or a prompt).")

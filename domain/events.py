@@ -1,0 +1,245 @@
+"""The event catalogue (SPEC §3): one pydantic payload model per event type.
+
+Field names are the contract of the JSON Lines import and of ``--data``.
+Unknown fields are refused; ranges are checked here, protocol-specific
+values (analytes, units, criteria, visits) by the participant aggregate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from ledger.errors import InputRefused
+
+Text = Field(min_length=1, max_length=2000)
+ShortText = Field(min_length=1, max_length=200)
+
+MEANINGS = ("authorship", "review", "approval", "responsibility")
+Meaning = Literal["authorship", "review", "approval", "responsibility"]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+# -- study-level events ------------------------------------------------------------------
+
+
+class StudyInitialised(Payload):
+    study_id: str = ShortText
+    protocol_id: str = ShortText
+    protocol_version: str = ShortText
+    protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    root_public_key: str = Field(min_length=44, max_length=44)
+    admin_id: str = ShortText
+    admin_name: str = ShortText
+    protocol: dict[str, Any] | None = Field(
+        default=None, description="The whole protocol document, so the ledger is self-contained"
+    )
+
+
+class SignerRegistered(Payload):
+    user_id: str = ShortText
+    name: str = ShortText
+    role: str = ShortText
+    public_key: str = Field(min_length=44, max_length=44)
+    valid_from: str = ShortText
+
+
+class SignerRevoked(Payload):
+    user_id: str = ShortText
+
+
+class ProtocolAmended(Payload):
+    protocol_version: str = ShortText
+    protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    icf_version: str = ShortText
+    protocol: dict[str, Any] | None = None
+
+
+# -- participant events ------------------------------------------------------------------
+
+
+class ParticipantRegistered(Payload):
+    site: str = ShortText
+    sex: Literal["F", "M"]
+    birth_year: int = Field(ge=1900, le=2100)
+
+
+class ConsentSigned(Payload):
+    icf_version: str = ShortText
+    obtained_by: str = ShortText
+    witness: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ConsentWithdrawn(Payload):
+    scope: Literal["treatment", "all"]
+
+
+class ScreeningAssessed(Payload):
+    criterion: str = Field(pattern=r"^[IE][0-9]{1,2}$")
+    met: StrictBool
+    value: float | str | None = None
+    evidence: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class LabResultRecorded(Payload):
+    analyte: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=40)
+    value: float | str
+    unit: str = Field(min_length=0, max_length=40)
+    reference_low: float | None = None
+    reference_high: float | None = None
+
+
+class EligibilityConfirmed(Payload):
+    pass
+
+
+class ScreenFailed(Payload):
+    failed_criteria: list[str] = Field(min_length=1, max_length=20)
+
+
+class Enrolled(Payload):
+    pass
+
+
+class InfusionAdministered(Payload):
+    dose_number: int = Field(ge=1, le=3)
+    route: Literal["intra-arterial-pancreatic", "intravenous"]
+    lot: str = ShortText
+    cell_source: str = ShortText
+    cell_count: float = Field(gt=0)
+    viability_pct: float = Field(ge=0, le=100)
+    identity_checked: StrictBool
+    ended_at: str | None = None
+
+
+class VisitCompleted(Payload):
+    visit: str = ShortText
+
+
+Relatedness = Literal["unrelated", "unlikely", "possible", "probable", "definite"]
+
+
+class AdverseEventReported(Payload):
+    ae_id: str = ShortText
+    term: str = ShortText
+    grade: int = Field(ge=1, le=5)
+    serious: StrictBool
+    relatedness: Relatedness
+    expected: StrictBool
+    awareness_at: str = ShortText
+
+
+class AdverseEventUpdated(Payload):
+    ae_id: str = ShortText
+    term: str | None = Field(default=None, min_length=1, max_length=200)
+    grade: int | None = Field(default=None, ge=1, le=5)
+    serious: StrictBool | None = None
+    relatedness: Relatedness | None = None
+    expected: StrictBool | None = None
+    awareness_at: str | None = None
+
+
+class ProtocolDeviationRecorded(Payload):
+    category: str = ShortText
+    description: str = Text
+    important: StrictBool
+    corrective_action: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class EntryCorrected(Payload):
+    target_event_id: str = Field(min_length=36, max_length=36)
+    changes: dict[str, Any] = Field(min_length=1)
+
+
+class EntryVoided(Payload):
+    target_event_id: str = Field(min_length=36, max_length=36)
+
+
+class RecordReviewed(Payload):
+    scope: str = ShortText
+
+
+class ParticipantCompleted(Payload):
+    pass
+
+
+class ParticipantWithdrawn(Payload):
+    pass
+
+
+@dataclass(frozen=True)
+class EventType:
+    """What the ledger needs to know about one event type."""
+
+    name: str
+    model: type[Payload]
+    participant: bool
+    default_meaning: str = "authorship"
+    reason_required: bool = False
+    times: tuple[str, ...] = ()  # payload fields holding ISO 8601 times
+
+
+CATALOGUE: dict[str, EventType] = {
+    t.name: t
+    for t in (
+        EventType("StudyInitialised", StudyInitialised, participant=False),
+        EventType("SignerRegistered", SignerRegistered, participant=False, times=("valid_from",)),
+        EventType("SignerRevoked", SignerRevoked, participant=False, reason_required=True),
+        EventType("ProtocolAmended", ProtocolAmended, participant=False),
+        EventType("ParticipantRegistered", ParticipantRegistered, participant=True),
+        EventType("ConsentSigned", ConsentSigned, participant=True),
+        EventType("ConsentWithdrawn", ConsentWithdrawn, participant=True, reason_required=True),
+        EventType("ScreeningAssessed", ScreeningAssessed, participant=True),
+        EventType("LabResultRecorded", LabResultRecorded, participant=True),
+        EventType("EligibilityConfirmed", EligibilityConfirmed, participant=True),
+        EventType("ScreenFailed", ScreenFailed, participant=True),
+        EventType("Enrolled", Enrolled, participant=True),
+        EventType("InfusionAdministered", InfusionAdministered, participant=True, times=("ended_at",)),
+        EventType("VisitCompleted", VisitCompleted, participant=True),
+        EventType("AdverseEventReported", AdverseEventReported, participant=True, times=("awareness_at",)),
+        EventType("AdverseEventUpdated", AdverseEventUpdated, participant=True, times=("awareness_at",)),
+        EventType("ProtocolDeviationRecorded", ProtocolDeviationRecorded, participant=True),
+        EventType("EntryCorrected", EntryCorrected, participant=True, reason_required=True),
+        EventType("EntryVoided", EntryVoided, participant=True, reason_required=True),
+        EventType("RecordReviewed", RecordReviewed, participant=True, default_meaning="review"),
+        EventType("ParticipantCompleted", ParticipantCompleted, participant=True),
+        EventType("ParticipantWithdrawn", ParticipantWithdrawn, participant=True, reason_required=True),
+    )
+}
+
+PARTICIPANT_TYPES = tuple(name for name, t in CATALOGUE.items() if t.participant)
+STUDY_TYPES = tuple(name for name, t in CATALOGUE.items() if not t.participant)
+
+
+def event_type(name: str) -> EventType:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise InputRefused(f"type: unknown event type {name!r}") from None
+
+
+def validate_payload(type_name: str, data: Any, where: str = "data") -> dict[str, Any]:
+    """Validate ``data`` against its model; return it in JSON form, defaults omitted.
+
+    The error names the first bad field as ``data.<field>``.
+    """
+    et = event_type(type_name)
+    if not isinstance(data, dict):
+        raise InputRefused(f"{where}: must be a JSON object for {type_name}")
+    try:
+        model = et.model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        field = f"{where}.{loc}" if loc else where
+        raise InputRefused(f"{field}: {first['msg']}") from None
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def json_schema(type_name: str) -> dict[str, Any]:
+    return event_type(type_name).model.model_json_schema()

@@ -1,0 +1,169 @@
+"""The protocol model: a trial is data, not code (SPEC §2).
+
+A protocol file (TOML or JSON) is validated by these pydantic models. Its
+hash is SHA-256 over the RFC 8785 form of the validated document, so the
+same protocol written as TOML or JSON has the same hash. The whole document
+is embedded in the genesis event, so an inspector needs nothing from the
+sponsor to check who was allowed to sign what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ledger.canonical import canonical_bytes
+from ledger.errors import InputRefused
+
+PARTICIPANT_EVENTS = "@participant"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Check(_Strict):
+    """One machine-checkable condition of a criterion.
+
+    ``source = "age"`` compares the age at screening (year of the event minus
+    birth year); ``source = "lab"`` compares the latest value of an analyte.
+    """
+
+    source: Literal["age", "lab"]
+    analyte: str | None = None
+    min: float | None = None
+    max: float | None = None
+    equals: str | None = None
+    applies_to_sex: Literal["F", "M"] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Check:
+        if self.source == "lab" and not self.analyte:
+            raise ValueError("a lab check needs an analyte")
+        if self.min is None and self.max is None and self.equals is None:
+            raise ValueError("a check needs min, max or equals")
+        return self
+
+
+class Criterion(_Strict):
+    id: str = Field(pattern=r"^[IE][0-9]{1,2}$")
+    kind: Literal["inclusion", "exclusion"]
+    text: str
+    checks: tuple[Check, ...] = ()
+
+
+class Analyte(_Strict):
+    id: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    units: tuple[str, ...] = ()
+    qualitative: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+
+class Dose(_Strict):
+    number: int = Field(ge=1)
+    day: int = Field(ge=0)
+    minus: int = Field(ge=0, default=0)
+    plus: int = Field(ge=0, default=0)
+    route: str
+
+
+class Visit(_Strict):
+    id: str
+    day: int = Field(ge=0)
+    minus: int = Field(ge=0, default=0)
+    plus: int = Field(ge=0, default=0)
+
+
+class Role(_Strict):
+    may_sign: tuple[str, ...]
+    except_: tuple[str, ...] = Field(default=(), alias="except")
+    own_entries_only: tuple[str, ...] = ()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Protocol(_Strict):
+    protocol_id: str
+    version: str
+    title: str
+    icf_version: str
+    target_enrolment: int = Field(ge=1)
+    late_entry_hours: float = Field(gt=0, default=72)
+    sae_report_hours: float = Field(gt=0, default=24)
+    criteria: tuple[Criterion, ...]
+    analytes: tuple[Analyte, ...]
+    doses: tuple[Dose, ...]
+    visits: tuple[Visit, ...] = ()
+    roles: dict[str, Role]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Protocol:
+        numbers = [d.number for d in self.doses]
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise ValueError("doses: numbers must run 1, 2, 3, … in order")
+        analytes = {a.id for a in self.analytes}
+        for c in self.criteria:
+            for check in c.checks:
+                if check.source == "lab" and check.analyte not in analytes:
+                    raise ValueError(f"criteria.{c.id}: unknown analyte {check.analyte!r}")
+        if "admin" not in self.roles:
+            raise ValueError("roles: an 'admin' role is required")
+        return self
+
+    # -- derived views --------------------------------------------------------------------
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_bytes(self.document())).hexdigest()
+
+    def criterion(self, criterion_id: str) -> Criterion | None:
+        return next((c for c in self.criteria if c.id == criterion_id), None)
+
+    def analyte(self, analyte_id: str) -> Analyte | None:
+        return next((a for a in self.analytes if a.id == analyte_id), None)
+
+    def dose(self, number: int) -> Dose | None:
+        return next((d for d in self.doses if d.number == number), None)
+
+    def visit(self, visit_id: str) -> Visit | None:
+        return next((v for v in self.visits if v.id == visit_id), None)
+
+
+def _location(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "protocol"
+
+
+def parse_protocol(document: dict[str, Any], source: str = "protocol") -> Protocol:
+    try:
+        return Protocol.model_validate(document)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InputRefused(f"{source}: {_location(first)}: {first['msg']}") from None
+
+
+def load_protocol(path: Path) -> Protocol:
+    """Load a TOML or JSON protocol file; a bad field is named in a one-line error."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputRefused(f"--protocol {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InputRefused(f"--protocol {path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {e}") from None
+    if not isinstance(document, dict):
+        raise InputRefused(f"--protocol {path}: must hold a table/object")
+    return parse_protocol(document, source=str(path))
+
+
+def bundled_protocol_path(name: str = "msc-t2dm") -> Path:
+    return Path(__file__).parent / "protocols" / f"{name}.toml"

@@ -1,0 +1,224 @@
+"""The trial's application service: turns commands into signed, chained events.
+
+A thin layer in the style of eventsourcing's applications: it reads the
+study stream (signers, protocol) and the participant's stream, lets the
+aggregate refuse what may not be written, builds the envelope, and hands it
+to the ledger's store, which chains and signs it inside the write lock.
+When another writer took the same stream position first, it re-reads and
+retries a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from ledger.envelope import Envelope
+from ledger.errors import InputRefused, StoreBusy
+from ledger.keys import Signer, public_from_b64, raw_public_bytes
+from ledger.store import Store
+from ledger.verify import Unauthorised
+
+from domain.events import MEANINGS, event_type, validate_payload
+from domain.participant import Participant, check_participant_id
+from domain.protocol import Protocol
+from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.timeutil import iso, parse_instant, refuse_future, utc_now
+
+MAX_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Command:
+    """One event to append, as a user or an import line states it."""
+
+    type: str
+    participant: str | None
+    data: dict[str, Any]
+    occurred_at: str | None = None
+    meaning: str | None = None
+    reason: str | None = None
+    event_id: str | None = None
+
+
+class Trial:
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def registry(self) -> SignerRegistry:
+        return SignerRegistry.replay(self.store.stream(STUDY_STREAM))
+
+    def protocol(self) -> Protocol:
+        registry = self.registry()
+        if registry.protocol is None:
+            raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
+        return registry.protocol
+
+    def participant(self, participant: str) -> Participant:
+        return Participant.replay(participant, self.store.stream(participant))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def initialise(self, protocol: Protocol, *, study_id: str, admin_id: str, admin_name: str,
+                   signer: Signer) -> Envelope:
+        if self.store.stream_length(STUDY_STREAM) > 0:
+            raise InputRefused("init: this ledger is already initialised")
+        data = {
+            "study_id": study_id, "protocol_id": protocol.protocol_id,
+            "protocol_version": protocol.version, "protocol_sha256": protocol.sha256(),
+            "root_public_key": signer.public_b64, "admin_id": admin_id, "admin_name": admin_name,
+            "protocol": protocol.document(),
+        }
+        now = utc_now()
+        env = Envelope(
+            event_id=str(uuid.uuid4()), type="StudyInitialised", stream=STUDY_STREAM, position=1,
+            occurred_at=iso(now), recorded_at=iso(now), author=admin_id, key_id=signer.key_id,
+            meaning="authorship", reason=None, data=validate_payload("StudyInitialised", data),
+        )
+        self._save([env], signer)
+        return env
+
+    def append(self, command: Command, signer: Signer) -> Envelope:
+        """Append one event, retrying when another writer took its stream position."""
+        for attempt in range(MAX_ATTEMPTS):
+            env = self.decide([command], signer)[0]
+            try:
+                self._save([env], signer)
+                return env
+            except IntegrityError:
+                self._refuse_duplicate_id(command.event_id)
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise StoreBusy(f"gave up after {MAX_ATTEMPTS} attempts: other writers kept taking the same position")
+
+    def append_many(self, commands: Iterable[Command], signer: Signer, batch: int = 1000) -> int:
+        """Decide every command first (all or nothing), then write in batches."""
+        envelopes = self.decide(list(commands), signer)
+        for start in range(0, len(envelopes), batch):
+            try:
+                self._save(envelopes[start:start + batch], signer)
+            except IntegrityError:
+                raise StoreBusy("another writer appended to the same participants during the import; "
+                                "nothing after the last full batch was written") from None
+        return len(envelopes)
+
+    def decide(self, commands: list[Command], signer: Signer) -> list[Envelope]:
+        """Turn commands into envelopes, refusing the first one that may not be written."""
+        registry = self.registry()
+        if registry.protocol is None:
+            raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
+        entry = registry.signer_for_key(signer.key_id)
+        if entry is None:
+            raise InputRefused(f"--key: key {signer.key_id} is not registered to any signer")
+        states: dict[str, Participant] = {}
+        study_length = self.store.stream_length(STUDY_STREAM)
+        out = []
+        for n, command in enumerate(commands, 1):
+            try:
+                env = self._decide_one(command, signer, registry, entry.user_id, states, study_length)
+            except InputRefused as e:
+                if len(commands) > 1:
+                    raise InputRefused(f"line {n}: {e}") from None
+                raise
+            if env.stream == STUDY_STREAM:
+                study_length += 1
+                registry.observe(env)
+            else:
+                states[env.stream].apply(env)
+            out.append(env)
+        return out
+
+    def _decide_one(self, command: Command, signer: Signer, registry: SignerRegistry, author: str,
+                    states: dict[str, Participant], study_length: int) -> Envelope:
+        et = event_type(command.type)
+        protocol = registry.protocol
+        assert protocol is not None
+        now = utc_now()
+        occurred = parse_instant(command.occurred_at, "occurred_at") if command.occurred_at else now
+        refuse_future(occurred, now)
+        meaning = command.meaning or et.default_meaning
+        if meaning not in MEANINGS:
+            raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
+        if command.event_id is not None:
+            _check_event_id(command.event_id)
+            self._refuse_duplicate_id(command.event_id)
+        role_entry = registry.signer_for_key(signer.key_id)
+        assert role_entry is not None
+        own_only = command.type in protocol.roles[role_entry.role].own_entries_only \
+            if role_entry.role in protocol.roles else False
+        if et.participant:
+            participant = check_participant_id(command.participant)
+            if participant not in states:
+                states[participant] = self.participant(participant)
+            state = states[participant]
+            payload = state.check(command.type, command.data, author=author, reason=command.reason,
+                                  protocol=protocol, own_entries_only=own_only)
+            stream, position = participant, state.length + 1
+        else:
+            if command.participant:
+                raise InputRefused(f"participant: {command.type} is a study-level event and takes no participant")
+            if et.reason_required and not (command.reason and command.reason.strip()):
+                raise InputRefused(f"reason: {command.type} requires a reason")
+            payload = self._check_study_event(command.type, command.data, registry, protocol)
+            stream, position = STUDY_STREAM, study_length + 1
+        env = Envelope(
+            event_id=command.event_id or str(uuid.uuid4()), type=command.type, stream=stream,
+            position=position, occurred_at=iso(occurred), recorded_at=iso(now), author=author,
+            key_id=signer.key_id, meaning=meaning, reason=command.reason or None, data=payload,
+        )
+        try:
+            registry.authorise(env)
+        except Unauthorised as e:
+            raise InputRefused(f"--key: {e}") from None
+        return env
+
+    def _check_study_event(self, type_name: str, data: dict[str, Any], registry: SignerRegistry,
+                           protocol: Protocol) -> dict[str, Any]:
+        if type_name == "StudyInitialised":
+            raise InputRefused("type: StudyInitialised is written by `trial-ledger init` only")
+        payload = validate_payload(type_name, data)
+        if type_name == "SignerRegistered":
+            if payload["role"] not in protocol.roles:
+                raise InputRefused(f"data.role: {payload['role']!r} is not a role of the protocol "
+                                   f"({', '.join(sorted(protocol.roles))})")
+            public_from_b64(payload["public_key"])
+            parse_instant(payload["valid_from"], "data.valid_from")
+            existing = registry.signers.get(payload["user_id"])
+            if existing is not None and existing.revoked_at is None:
+                raise InputRefused(f"data.user_id: {payload['user_id']} is already a registered signer")
+            for other in registry.signers.values():
+                if other.public_raw == _raw(payload["public_key"]):
+                    raise InputRefused(f"data.public_key: this key is already registered to {other.user_id}")
+        elif type_name == "SignerRevoked":
+            existing = registry.signers.get(payload["user_id"])
+            if existing is None:
+                raise InputRefused(f"data.user_id: {payload['user_id']} is not a registered signer")
+            if existing.revoked_at is not None:
+                raise InputRefused(f"data.user_id: {payload['user_id']} is already revoked")
+        return payload
+
+    def _refuse_duplicate_id(self, event_id: str | None) -> None:
+        if event_id is not None and self.store.record_by_event_id(event_id) is not None:
+            raise InputRefused(f"event_id: {event_id} is already in the ledger")
+
+    def _save(self, envelopes: list[Envelope], signer: Signer) -> None:
+        self.store.append(envelopes, signer)
+
+
+def _raw(b64: str) -> bytes:
+    return raw_public_bytes(public_from_b64(b64))
+
+
+def _check_event_id(event_id: str) -> None:
+    try:
+        uuid.UUID(event_id)
+    except (ValueError, AttributeError, TypeError):
+        raise InputRefused("event_id: must be a UUID") from None
+

@@ -1,0 +1,412 @@
+"""Storage: eventsourcing's SQLite and PostgreSQL application recorders, chained.
+
+This module is the one place that touches the library's internals. The
+``Sealer`` handed to ``Application.save(..., sealer=...)`` reaches the
+recorder's ``insert_events``; inside the store's write lock the recorder
+reads the head of the global log, asks the sealer to hash and sign each
+event at its real position, and inserts the events with their seals.
+
+* SQLite has one writer. The write transaction is taken (``BEGIN
+  IMMEDIATE``) before the head is read, so another process cannot append
+  between our read and our insert.
+* PostgreSQL: eventsourcing's recorder already takes ``LOCK TABLE … IN
+  EXCLUSIVE MODE`` before inserting; we read the head after it.
+
+Each stream is one eventsourcing aggregate: the primary key
+(stream, position) rejects a second writer at the same stream position with
+``eventsourcing.persistence.IntegrityError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    Mapper,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
+from psycopg.sql import SQL, Identifier
+
+from ledger.chain import GENESIS_PREV_HASH, link_hash
+from ledger.envelope import Envelope, Record
+from ledger.errors import StoreBusy, StoreError
+from ledger.keys import Signer
+
+EVENTS_TABLE = "ledger_events"
+EXTRA_COLUMNS = ("event_id", "prev_hash", "hash", "signature", "key_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    event_id: str
+    prev_hash: bytes
+    hash: bytes
+    signature: bytes
+    key_id: str
+
+
+class Sealer:
+    """Chains and signs a batch of envelopes, once the head is known.
+
+    It is called inside the write lock, so it must stay cheap: one SHA-256
+    and one Ed25519 signature per event.
+    """
+
+    def __init__(self, signer: Signer, envelopes: Sequence[Envelope]):
+        self.signer = signer
+        self.envelopes = envelopes
+
+    def seal(self, head: bytes, stored: Sequence[StoredEvent]) -> list[Seal]:
+        if len(stored) != len(self.envelopes):
+            raise ProgrammingError("sealer and stored events differ in length")
+        seals = []
+        prev = head
+        key_id = self.signer.key_id
+        for envelope, event in zip(self.envelopes, stored, strict=True):
+            if (event.originator_id, event.originator_version) != (envelope.stream, envelope.position):
+                raise ProgrammingError("sealer and stored events are out of step")
+            digest = link_hash(event.state, prev)
+            seals.append(Seal(envelope.event_id, prev, digest, self.signer.sign(digest), key_id))
+            prev = digest
+        return seals
+
+
+class EnvelopeMapper(Mapper[str]):
+    """Stores an envelope's canonical bytes as the event state, its type as the topic."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        assert isinstance(domain_event, Envelope)
+        return StoredEvent(
+            originator_id=domain_event.stream,
+            originator_version=domain_event.position,
+            topic=domain_event.type,
+            state=domain_event.canonical(),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        return Envelope.from_canonical(stored_event.state)
+
+
+def _require_sealer(kwargs: dict[str, Any]) -> Sealer:
+    sealer = kwargs.get("sealer")
+    if not isinstance(sealer, Sealer):
+        raise ProgrammingError("ledger events must be saved with sealer=Sealer(...)")
+    return sealer
+
+
+class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: Any, events_table_name: str = EVENTS_TABLE):
+        super().__init__(datastore, events_table_name)
+        t = self.events_table_name
+        self.insert_events_statement = f"INSERT INTO {t} VALUES (?,?,?,?,?,?,?,?,?)"
+        self.select_head_statement = f"SELECT hash FROM {t} ORDER BY rowid DESC LIMIT 1"
+
+    def construct_create_table_statements(self) -> list[str]:
+        t = self.events_table_name
+        return [
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            "originator_id TEXT, originator_version INTEGER, topic TEXT, state BLOB, "
+            "event_id TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL, "
+            "signature BLOB NOT NULL, key_id TEXT NOT NULL, "
+            "PRIMARY KEY (originator_id, originator_version))",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_event_id ON {t} (event_id)",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        sealer = _require_sealer(kwargs)
+        # The library opened a deferred transaction; make it a write transaction
+        # before reading the head, so no other process can append in between.
+        c.execute("ROLLBACK")
+        c.execute("BEGIN IMMEDIATE")
+        c.execute(self.select_head_statement)
+        row = c.fetchone()
+        seals = sealer.seal(row[0] if row else GENESIS_PREV_HASH, stored_events)
+        ids = []
+        for s, seal in zip(stored_events, seals, strict=True):
+            c.execute(
+                self.insert_events_statement,
+                (s.originator_id, s.originator_version, s.topic, s.state,
+                 seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id),
+            )
+            ids.append(c.lastrowid)
+        return ids
+
+
+class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: Any, *, events_table_name: str = EVENTS_TABLE):
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        self.sql_create_statements[self.create_table_statement_index] = SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+            "originator_id text NOT NULL, originator_version bigint NOT NULL, "
+            "topic text, state bytea, notification_id bigserial, "
+            "event_id text NOT NULL, prev_hash bytea NOT NULL, hash bytea NOT NULL, "
+            "signature bytea NOT NULL, key_id text NOT NULL, "
+            "PRIMARY KEY (originator_id, originator_version))"
+        ).format(schema=schema, table=table)
+        self.sql_create_statements.append(
+            SQL("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {schema}.{table} (event_id)").format(
+                index=Identifier(f"{self.events_table_name}_event_id_idx"), schema=schema, table=table
+            )
+        )
+        self.insert_events_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state, "
+            "event_id, prev_hash, hash, signature, key_id) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[], "
+            "%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[]) "
+            "RETURNING notification_id"
+        ).format(schema=schema, table=table)
+        self.select_head_statement = SQL(
+            "SELECT hash FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
+        ).format(schema=schema, table=table)
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        sealer = _require_sealer(kwargs)
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self.select_head_statement)
+        row = curs.fetchone()
+        seals = sealer.seal(bytes(row["hash"]) if row else GENESIS_PREV_HASH, stored_events)
+        columns = list(zip(*[
+            (s.originator_id, s.originator_version, s.topic, s.state,
+             seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id)
+            for s, seal in zip(stored_events, seals, strict=True)
+        ]))
+        curs.execute(self.insert_events_statement, [list(col) for col in columns])
+
+
+class ChainedSQLiteFactory(SQLiteFactory):
+    application_recorder_class = ChainedSQLiteApplicationRecorder
+
+
+class ChainedPostgresFactory(PostgresFactory):
+    application_recorder_class = ChainedPostgresApplicationRecorder
+
+
+class LedgerApp(Application[str]):
+    """A thin eventsourcing application: it only saves and reads envelopes."""
+
+    name = "Ledger"
+
+
+def _env_for(db: str) -> dict[str, str]:
+    base = {
+        "MAPPER_TOPIC": "ledger.store:EnvelopeMapper",
+        "ORIGINATOR_ID_TYPE": "text",
+        "CREATE_TABLE": "y",
+    }
+    if db.startswith(("postgresql://", "postgres://")):
+        url = urlparse(db)
+        query = parse_qs(url.query)
+        base.update({
+            "PERSISTENCE_MODULE": "ledger.store:ChainedPostgresFactory",
+            "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
+            "POSTGRES_LOCK_TIMEOUT": query.get("lock_timeout", ["10"])[0],
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        })
+    else:
+        base.update({
+            "PERSISTENCE_MODULE": "ledger.store:ChainedSQLiteFactory",
+            "SQLITE_DBNAME": db,
+            "SQLITE_LOCK_TIMEOUT": "10",
+        })
+    return base
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def _ensure_schema(env: dict[str, str]) -> None:
+    schema = env["POSTGRES_SCHEMA"]
+    if schema == "public":
+        return
+    try:
+        with psycopg.connect(
+            host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None, dbname=env["POSTGRES_DBNAME"],
+            autocommit=True, connect_timeout=5,
+        ) as conn:
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
+    except psycopg.Error as e:
+        raise StoreError(f"--db: cannot reach PostgreSQL: {str(e).strip().splitlines()[0]}") from None
+
+
+class Store:
+    """The ledger's storage: append sealed envelopes, read streams and the global log."""
+
+    def __init__(self, db: str):
+        self.db = db
+        env = _env_for(db)
+        if is_postgres(db):
+            _ensure_schema(env)
+        try:
+            self.app = LedgerApp(env=env)
+        except (PersistenceError, OSError) as e:
+            raise StoreError(f"--db {db}: cannot open the ledger: {e}") from None
+        self.recorder = self.app.recorder
+        self.table = EVENTS_TABLE
+
+    def close(self) -> None:
+        self.app.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, envelopes: Sequence[Envelope], signer: Signer) -> list[int]:
+        """Chain, sign and insert envelopes atomically; returns their global positions.
+
+        Raises eventsourcing's IntegrityError when another writer took a stream
+        position first (the caller re-reads and retries), StoreBusy when the
+        write lock could not be had in time.
+        """
+        if not envelopes:
+            return []
+        try:
+            recordings = self.app.save(*envelopes, sealer=Sealer(signer, envelopes))
+        except IntegrityError:
+            raise
+        except OperationalError as e:
+            raise StoreBusy(f"the ledger is busy (write lock not granted): {e}") from None
+        return [r.notification.id for r in recordings]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def stream(self, stream: str, *, lte: int | None = None) -> list[Envelope]:
+        """One stream's envelopes in stream order (optionally up to a stream position)."""
+        return [
+            Envelope.from_canonical(s.state)
+            for s in self.recorder.select_events(stream, lte=lte)
+        ]
+
+    def stream_length(self, stream: str) -> int:
+        last = self.recorder.select_events(stream, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    def head_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def records(self, after: int = 0, *, batch: int = 2000, until: int | None = None) -> Iterator[Record]:
+        """Every stored row in global order, in pages: memory stays flat."""
+        while True:
+            page = self._select_records(after, batch, until)
+            if not page:
+                return
+            yield from page
+            after = page[-1].position
+
+    def record_by_event_id(self, event_id: str) -> Record | None:
+        rows = self._query(f"WHERE event_id = {self._ph} LIMIT 1", (event_id,))
+        return rows[0] if rows else None
+
+    def count(self) -> int:
+        return self._scalar(f"SELECT COUNT(*) FROM {self._qualified}")
+
+    # -- SQL shared by both back ends -------------------------------------------------------
+
+    @property
+    def _ph(self) -> str:
+        return "%s" if is_postgres(self.db) else "?"
+
+    @property
+    def _qualified(self) -> str:
+        if is_postgres(self.db):
+            return f'"{self.recorder.datastore.schema}"."{self.table}"'
+        return self.table
+
+    @property
+    def _pos(self) -> str:
+        return "notification_id" if is_postgres(self.db) else "rowid"
+
+    def _select_records(self, after: int, limit: int, until: int | None) -> list[Record]:
+        where = f"WHERE {self._pos} > {self._ph}"
+        params: tuple[Any, ...] = (after,)
+        if until is not None:
+            where += f" AND {self._pos} <= {self._ph}"
+            params += (until,)
+        return self._query(f"{where} ORDER BY {self._pos} LIMIT {int(limit)}", params)
+
+    def _query(self, tail: str, params: tuple[Any, ...]) -> list[Record]:
+        sql = (
+            f"SELECT {self._pos} AS position, originator_id, originator_version, topic, state, "
+            f"event_id, prev_hash, hash, signature, key_id FROM {self._qualified} {tail}"
+        )
+        return [_record(row) for row in self._fetch(sql, params)]
+
+    def _scalar(self, sql: str) -> int:
+        rows = self._fetch(sql, ())
+        return int(next(iter(dict(rows[0]).values()))) if rows else 0
+
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        datastore = self.recorder.datastore
+        if is_postgres(self.db):
+            with datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, params)
+                return curs.fetchall()
+        with datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return c.fetchall()
+
+    def execute_raw(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Run one statement outside the ledger's rules (tests simulate an attacker with it)."""
+        datastore = self.recorder.datastore
+        if is_postgres(self.db):
+            with datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, params)
+            return
+        with datastore.transaction(commit=True) as c:
+            c.execute(sql, params)
+
+
+def _record(row: Any) -> Record:
+    """A row as stored. Damaged columns are kept as found: the verifier reports them."""
+    def _bytes(v: Any) -> bytes:
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            return bytes(v)
+        if isinstance(v, str):
+            return v.encode("utf-8", "surrogateescape")
+        return b"" if v is None else str(v).encode()
+
+    def _text(v: Any) -> str:
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            return bytes(v).decode("utf-8", "replace")
+        return "" if v is None else str(v)
+
+    def _int(v: Any) -> int:
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return -1
+
+    return Record(
+        position=_int(row["position"]),
+        stream=_text(row["originator_id"]),
+        stream_position=_int(row["originator_version"]),
+        type=_text(row["topic"]),
+        event_id=_text(row["event_id"]),
+        state=_bytes(row["state"]),
+        prev_hash=_bytes(row["prev_hash"]),
+        hash=_bytes(row["hash"]),
+        signature=_bytes(row["signature"]),
+        key_id=_text(row["key_id"]),
+    )
