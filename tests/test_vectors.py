@@ -1,0 +1,72 @@
+"""Published test vectors: RFC 8032 (Ed25519) and RFC 8785 (JSON canonicalization)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.canonical import canonical_bytes
+from ledger.keys import Signer, raw_public_bytes, verify_signature
+
+# RFC 8032 §7.1, TEST 1 (empty message).
+RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+RFC8032_SIGNATURE = bytes.fromhex(
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065"
+    "224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
+
+
+def test_rfc8032_test1_public_key_and_signature() -> None:
+    signer = Signer(Ed25519PrivateKey.from_private_bytes(RFC8032_SECRET))
+    assert raw_public_bytes(signer.private_key.public_key()) == RFC8032_PUBLIC
+    assert signer.sign(b"") == RFC8032_SIGNATURE
+    assert verify_signature(RFC8032_PUBLIC, RFC8032_SIGNATURE, b"")
+
+
+def test_rfc8032_test1_rejects_altered_message_or_signature() -> None:
+    assert not verify_signature(RFC8032_PUBLIC, RFC8032_SIGNATURE, b"\x00")
+    bad = bytearray(RFC8032_SIGNATURE)
+    bad[0] ^= 1
+    assert not verify_signature(RFC8032_PUBLIC, bytes(bad), b"")
+
+
+# RFC 8785 §3.2.2: the sample input and its canonical output.
+RFC8785_INPUT = r'''{
+  "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+  "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+  "literals": [null, true, false]
+}'''
+RFC8785_OUTPUT = (
+    '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+    '"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+).encode("utf-8")
+
+
+def test_rfc8785_sample() -> None:
+    assert canonical_bytes(json.loads(RFC8785_INPUT)) == RFC8785_OUTPUT
+
+
+def test_rfc8785_property_sorting_by_utf16_code_units() -> None:
+    # RFC 8785 §3.2.3: keys sort by UTF-16 code units, not by code points.
+    value = {
+        "\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One", "\U0001F600": "Emoji: Grinning Face", "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
+    keys_in_output = list(json.loads(canonical_bytes(value)).keys())
+    assert keys_in_output == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001F600", "\ufb33"]
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [  # RFC 8785 Appendix B
+        (0.0, "0"), (-0.0, "0"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (9007199254740992.0, "9007199254740992"), (1e21, "1e+21"), (1e-7, "1e-7"), (0.000001, "0.000001"),
+        (295147905179352830000.0, "295147905179352830000"), (333333333.3333333, "333333333.3333333"),
+    ],
+)
+def test_rfc8785_numbers(number: float, text: str) -> None:
+    assert canonical_bytes(number) == text.encode()
