@@ -31,7 +31,9 @@ from domain.protocol import Protocol
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 30
+BACKOFF_BASE_S = 0.005
+BACKOFF_CAP_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ class Trial:
                 return env
             except IntegrityError:
                 self._refuse_duplicate_id(command.event_id)
-                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                # Full jitter, so two tight writers do not collide in step forever.
+                time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
         raise StoreBusy(f"gave up after {MAX_ATTEMPTS} attempts: other writers kept taking the same position")
 
     def append_many(self, commands: Iterable[Command], signer: Signer, batch: int = 1000) -> int:
