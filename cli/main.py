@@ -156,13 +156,16 @@ def _parse_data(text: str) -> dict[str, Any]:
 @click.option("--occurred-at", default=None, help="When it happened (ISO 8601 with offset; default now).")
 @click.option("--meaning", type=click.Choice(MEANINGS), default=None, help="Signature meaning (21 CFR 11.50).")
 @click.option("--reason", default=None, help="Required for corrections, voids and withdrawals.")
+@click.option("--event-id", default=None, help="A UUID chosen by the client, so a retried append is refused, "
+              "not doubled.")
 @key_option
 @passphrase_file_option
 @click.pass_context
 def append(ctx: click.Context, type_name: str, participant: str | None, data_text: str, occurred_at: str | None,
-           meaning: str | None, reason: str | None, key: Path, passphrase_file: Path | None) -> None:
+           meaning: str | None, reason: str | None, event_id: str | None, key: Path,
+           passphrase_file: Path | None) -> None:
     """Append one signed event of any catalogue type."""
-    command = Command(type_name, participant, _parse_data(data_text), occurred_at, meaning, reason)
+    command = Command(type_name, participant, _parse_data(data_text), occurred_at, meaning, reason, event_id)
     signer = load_signer(key, passphrase_file)
     trial = Trial(open_store(ctx))
     env = trial.append(command, signer)

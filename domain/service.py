@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from ledger.verify import Unauthorised
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
 from domain.protocol import Protocol
+from domain.rules import Deviation, Entry, IcfVersion, find_deviations
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
@@ -50,8 +52,11 @@ class Command:
 
 
 class Trial:
-    def __init__(self, store: Store):
+    """Commands in, signed events out; ``clock`` gives ``recorded_at`` (the system clock, except in the demo)."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime] = utc_now):
         self.store = store
+        self.clock = clock
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -67,6 +72,21 @@ class Trial:
     def participant(self, participant: str) -> Participant:
         return Participant.replay(participant, self.store.stream(participant))
 
+    def icf_versions(self) -> list[IcfVersion]:
+        """The ICF version in force from each global position on (genesis, then amendments)."""
+        versions = []
+        for record in self.store.stream_records(STUDY_STREAM):
+            env = record.envelope()
+            if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
+                versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
+            elif env.type == "ProtocolAmended":
+                versions.append(IcfVersion(record.position, str(env.data.get("icf_version"))))
+        return versions
+
+    def deviations(self, participant: str) -> list[Deviation]:
+        entries = [Entry(r.envelope(), r.position) for r in self.store.stream_records(participant)]
+        return find_deviations(self.protocol(), participant, entries, self.icf_versions())
+
     # -- writing ----------------------------------------------------------------------------
 
     def initialise(self, protocol: Protocol, *, study_id: str, admin_id: str, admin_name: str,
@@ -79,7 +99,7 @@ class Trial:
             "root_public_key": signer.public_b64, "admin_id": admin_id, "admin_name": admin_name,
             "protocol": protocol.document(),
         }
-        now = utc_now()
+        now = self.clock()
         env = Envelope(
             event_id=str(uuid.uuid4()), type="StudyInitialised", stream=STUDY_STREAM, position=1,
             occurred_at=iso(now), recorded_at=iso(now), author=admin_id, key_id=signer.key_id,
@@ -143,7 +163,7 @@ class Trial:
         et = event_type(command.type)
         protocol = registry.protocol
         assert protocol is not None
-        now = utc_now()
+        now = self.clock()
         occurred = parse_instant(command.occurred_at, "occurred_at") if command.occurred_at else now
         refuse_future(occurred, now)
         meaning = command.meaning or et.default_meaning

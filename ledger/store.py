@@ -299,6 +299,10 @@ class Store:
             for s in self.recorder.select_events(stream, lte=lte)
         ]
 
+    def stream_records(self, stream: str) -> list[Record]:
+        """One stream's rows with their global positions, in stream order."""
+        return self._query(f"WHERE originator_id = {self._ph} ORDER BY originator_version", (stream,))
+
     def stream_length(self, stream: str) -> int:
         last = self.recorder.select_events(stream, desc=True, limit=1)
         return last[0].originator_version if last else 0

@@ -1,0 +1,42 @@
+"""Consent rules: nothing before consent, nothing after withdrawal, the current ICF (21 CFR 11.10(f))."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from domain.rules.history import Deviation, History
+
+PROCEDURES = ("ScreeningAssessed", "LabResultRecorded", "InfusionAdministered", "VisitCompleted")
+DATA_EVENTS = PROCEDURES + ("AdverseEventReported", "AdverseEventUpdated")
+
+
+def procedure_before_consent(h: History) -> Iterator[Deviation]:
+    consents = h.of("ConsentSigned")
+    first_consent = consents[0].occurred if consents else None
+    for f in h.of(*PROCEDURES):
+        if first_consent is None or f.occurred < first_consent:
+            yield h.deviation("procedure_before_consent", True, [f],
+                              f"{f.type} at {f.occurred.isoformat()} before any signed consent")
+
+
+def data_after_withdrawal(h: History) -> Iterator[Deviation]:
+    for w in h.of("ConsentWithdrawn"):
+        scope = w.data.get("scope")
+        covered = DATA_EVENTS if scope == "all" else ("InfusionAdministered",)
+        reconsent = next((c for c in h.of("ConsentSigned") if c.occurred > w.occurred), None)
+        for f in h.of(*covered):
+            if f.occurred > w.occurred and (reconsent is None or f.occurred < reconsent.occurred):
+                yield h.deviation("data_after_withdrawal", True, [w, f],
+                                  f"{f.type} at {f.occurred.isoformat()} after consent was withdrawn "
+                                  f"(scope {scope}) at {w.occurred.isoformat()}")
+
+
+def icf_not_current(h: History) -> Iterator[Deviation]:
+    for c in h.of("ConsentSigned"):
+        current = h.icf_in_force(c.position)
+        if c.data.get("icf_version") != current:
+            yield h.deviation("icf_not_current", True, [c],
+                              f"consent on ICF version {c.data.get('icf_version')} while {current} was current")
+
+
+__all__ = ["data_after_withdrawal", "icf_not_current", "procedure_before_consent"]

@@ -1,0 +1,36 @@
+"""Contemporaneous entry (ALCOA): late entries, and serious AEs entered late after awareness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from domain.rules.history import Deviation, History
+
+
+def late_entry(h: History) -> Iterator[Deviation]:
+    limit = timedelta(hours=h.protocol.late_entry_hours)
+    for f in h.facts:
+        lag = f.recorded - f.occurred
+        if lag > limit:
+            yield h.deviation("late_entry", False, [f],
+                              f"{f.type} entered {lag.total_seconds() / 3600:.1f} h after it occurred "
+                              f"(limit {h.protocol.late_entry_hours:g} h)")
+
+
+def serious_ae_late(h: History) -> Iterator[Deviation]:
+    limit = timedelta(hours=h.protocol.sae_report_hours)
+    for f in h.of("AdverseEventReported", "AdverseEventUpdated"):
+        if f.data.get("serious") is not True:
+            continue
+        try:
+            aware = datetime.fromisoformat(str(f.data.get("awareness_at")))
+        except ValueError:
+            aware = f.occurred
+        if aware.tzinfo is None:
+            aware = f.occurred
+        lag = f.recorded - aware
+        if lag > limit:
+            yield h.deviation("serious_ae_late", True, [f],
+                              f"serious AE {f.data.get('ae_id')} entered {lag.total_seconds() / 3600:.1f} h "
+                              f"after awareness (limit {h.protocol.sae_report_hours:g} h)")
