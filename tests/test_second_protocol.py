@@ -1,0 +1,58 @@
+"""A second, different protocol file runs an append-and-deviation scenario with no code change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from domain.service import Trial
+from ledger.store import Store
+from tests.conftest import Cli, Keys
+
+OTHER = Path(__file__).parent / "protocols" / "vaccine-two-dose.json"
+
+
+def test_other_protocol_end_to_end(sqlite_db: str, keys: Keys) -> None:
+    run = Cli(sqlite_db)
+    admin, nurse = ("--key", str(keys.path("admin"))), ("--key", str(keys.path("inv1")))
+    assert run("init", "--protocol", str(OTHER), "--study-id", "VAX", "--admin-id", "admin",
+               "--admin-name", "Ada", *admin).exit_code == 0
+    # the role table is the file's: "investigator" does not exist here, "nurse" does
+    assert run("signer", "add", "--user-id", "inv1", "--name", "N", "--role", "investigator",
+               "--public-key", f"{keys.path('inv1')}.pub", *admin).exit_code == 3
+    assert run("signer", "add", "--user-id", "inv1", "--name", "N", "--role", "nurse",
+               "--public-key", f"{keys.path('inv1')}.pub", *admin).exit_code == 0
+
+    def append(type_name: str, data: dict, when: str) -> None:
+        r = run("append", type_name, "--participant", "P-1", "--data", json.dumps(data), "--occurred-at", when, *nurse)
+        assert r.exit_code == 0, r.output
+
+    append("ParticipantRegistered", {"site": "A", "sex": "M", "birth_year": 1950}, "2020-01-01T09:00:00+00:00")
+    append("ConsentSigned", {"icf_version": "3.0", "obtained_by": "inv1"}, "2020-01-01T10:00:00+00:00")
+    # this protocol knows TITRE, not FBG
+    r = run("append", "LabResultRecorded", "--participant", "P-1", "--data",
+            '{"analyte": "FBG", "value": 8, "unit": "mmol/L"}', "--occurred-at", "2020-01-02T09:00:00+00:00", *nurse)
+    assert r.exit_code == 3 and "TITRE" in r.stderr
+    append("LabResultRecorded", {"analyte": "TITRE", "value": 4, "unit": "U/mL"}, "2020-01-02T09:00:00+00:00")
+    for c, met in (("I1", True), ("I2", True), ("I3", True), ("E1", False)):
+        append("ScreeningAssessed", {"criterion": c, "met": met}, "2020-01-03T09:00:00+00:00")
+    append("EligibilityConfirmed", {}, "2020-01-04T09:00:00+00:00")
+    append("Enrolled", {}, "2020-01-04T10:00:00+00:00")
+    append("InfusionAdministered", {"dose_number": 1, "route": "intravenous", "lot": "V1", "cell_source": "n/a",
+                                    "cell_count": 1, "viability_pct": 100, "identity_checked": True},
+           "2020-01-05T09:00:00+00:00")
+    # dose 2 on day 33: outside this protocol's day 28 ±3 window
+    append("InfusionAdministered", {"dose_number": 2, "route": "intravenous", "lot": "V2", "cell_source": "n/a",
+                                    "cell_count": 1, "viability_pct": 100, "identity_checked": True},
+           "2020-02-07T09:00:00+00:00")
+    assert run("verify").exit_code == 0
+
+    trial = Trial(Store(sqlite_db))
+    found = trial.deviations("P-1")
+    late = {d.kind for d in found}
+    assert "dose_outside_window" in late
+    assert [d.message for d in found if d.kind == "dose_outside_window"] == [
+        "dose 2 on study day 33, outside its window (days 25 to 31)"]
+    # everything was entered long after 2020 with this protocol's 24 h limit: late entries, nothing else
+    assert late == {"dose_outside_window", "late_entry"}
+    trial.store.close()
