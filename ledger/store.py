@@ -20,6 +20,7 @@ Each stream is one eventsourcing aggregate: the primary key
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -266,7 +267,7 @@ class Store:
         except (PersistenceError, OSError) as e:
             raise StoreError(f"--db {db}: cannot open the ledger: {e}") from None
         self.recorder = self.app.recorder
-        self.table = EVENTS_TABLE
+        self.table_name = EVENTS_TABLE
 
     def close(self) -> None:
         self.app.close()
@@ -301,7 +302,7 @@ class Store:
 
     def stream_records(self, stream: str) -> list[Record]:
         """One stream's rows with their global positions, in stream order."""
-        return self._query(f"WHERE originator_id = {self._ph} ORDER BY originator_version", (stream,))
+        return self._query("WHERE originator_id = ? ORDER BY originator_version", (stream,))
 
     def stream_length(self, stream: str) -> int:
         last = self.recorder.select_events(stream, desc=True, limit=1)
@@ -320,66 +321,84 @@ class Store:
             after = page[-1].position
 
     def record_by_event_id(self, event_id: str) -> Record | None:
-        rows = self._query(f"WHERE event_id = {self._ph} LIMIT 1", (event_id,))
+        rows = self._query("WHERE event_id = ? LIMIT 1", (event_id,))
         return rows[0] if rows else None
 
-    def count(self) -> int:
-        return self._scalar(f"SELECT COUNT(*) FROM {self._qualified}")
-
     # -- SQL shared by both back ends -------------------------------------------------------
+    # Statements are written once with "?" placeholders; PostgreSQL gets "%s".
 
     @property
-    def _ph(self) -> str:
-        return "%s" if is_postgres(self.db) else "?"
+    def postgres(self) -> bool:
+        return is_postgres(self.db)
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.postgres else statement
+
+    def table(self, name: str) -> str:
+        """A table name, qualified with the ledger's schema on PostgreSQL."""
+        return f'"{self.recorder.datastore.schema}"."{name}"' if self.postgres else name
 
     @property
     def _qualified(self) -> str:
-        if is_postgres(self.db):
-            return f'"{self.recorder.datastore.schema}"."{self.table}"'
-        return self.table
+        return self.table(self.table_name)
 
     @property
     def _pos(self) -> str:
-        return "notification_id" if is_postgres(self.db) else "rowid"
+        return "notification_id" if self.postgres else "rowid"
 
     def _select_records(self, after: int, limit: int, until: int | None) -> list[Record]:
-        where = f"WHERE {self._pos} > {self._ph}"
-        params: tuple[Any, ...] = (after,)
+        where, params = f"WHERE {self._pos} > ?", [after]
         if until is not None:
-            where += f" AND {self._pos} <= {self._ph}"
-            params += (until,)
-        return self._query(f"{where} ORDER BY {self._pos} LIMIT {int(limit)}", params)
+            where += f" AND {self._pos} <= ?"
+            params.append(until)
+        return self._query(f"{where} ORDER BY {self._pos} LIMIT {int(limit)}", tuple(params))
 
     def _query(self, tail: str, params: tuple[Any, ...]) -> list[Record]:
-        sql = (
+        statement = (
             f"SELECT {self._pos} AS position, originator_id, originator_version, topic, state, "
             f"event_id, prev_hash, hash, signature, key_id FROM {self._qualified} {tail}"
         )
-        return [_record(row) for row in self._fetch(sql, params)]
+        return [_record(row) for row in self.fetch(statement, params)]
 
-    def _scalar(self, sql: str) -> int:
-        rows = self._fetch(sql, ())
-        return int(next(iter(dict(rows[0]).values()))) if rows else 0
+    def count(self) -> int:
+        rows = self.fetch(f"SELECT COUNT(*) AS n FROM {self._qualified}")
+        return int(rows[0]["n"])
 
-    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    def fetch(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one read-only statement (rows index by column name on both back ends)."""
         datastore = self.recorder.datastore
-        if is_postgres(self.db):
+        if self.postgres:
             with datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql, params)
+                curs.execute(self.sql(statement), params)
                 return curs.fetchall()
         with datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
+            c.execute(statement, params)
             return c.fetchall()
 
-    def execute_raw(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        """Run one statement outside the ledger's rules (tests simulate an attacker with it)."""
+    @contextmanager
+    def write_transaction(self) -> Iterator[Any]:
+        """A cursor inside a write transaction that holds the write lock from its first statement.
+
+        Use ``store.sql()`` on statements run through it. The projections use
+        it to write their tables and eventsourcing's tracking row atomically.
+        """
         datastore = self.recorder.datastore
-        if is_postgres(self.db):
-            with datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql, params)
-            return
-        with datastore.transaction(commit=True) as c:
-            c.execute(sql, params)
+        try:
+            if self.postgres:
+                with datastore.transaction(commit=True) as curs:
+                    yield curs
+                return
+            with datastore.transaction(commit=True) as c:
+                c.execute("ROLLBACK")
+                c.execute("BEGIN IMMEDIATE")
+                yield c
+        except OperationalError as e:
+            raise StoreBusy(f"the ledger is busy (write lock not granted): {e}") from None
+
+    def execute_raw(self, statement: str, params: tuple[Any, ...] = ()) -> None:
+        """Run one statement outside the ledger's rules (tests simulate an attacker with it)."""
+        with self.write_transaction() as c:
+            c.execute(self.sql(statement), params)
 
 
 def _record(row: Any) -> Record:

@@ -57,8 +57,8 @@ def flip(value: object, rng: random.Random) -> object:
 
 
 def mutate_and_check(store: Store, position: int, column: str, mutate: Callable[[object], object]) -> Report:
-    table, pc, ph = store._qualified, pos_col(store), store._ph
-    original = store._fetch(f"SELECT {column} AS v FROM {table} WHERE {pc} = {ph}", (position,))[0]["v"]
+    table, pc, ph = store._qualified, pos_col(store), "?"
+    original = store.fetch(f"SELECT {column} AS v FROM {table} WHERE {pc} = {ph}", (position,))[0]["v"]
     original = bytes(original) if isinstance(original, memoryview) else original
     store.execute_raw(f"UPDATE {table} SET {column} = {ph} WHERE {pc} = {ph}", (mutate(original), position))
     try:
@@ -88,9 +88,9 @@ def test_deleting_any_row_but_the_newest_is_detected(trial: Trial, keys: Keys) -
     build(trial, keys, participants=3, labs=2)
     store = trial.store
     records = list(store.records())
-    table, pc, ph = store._qualified, pos_col(store), store._ph
+    table, pc, ph = store._qualified, pos_col(store), "?"
     for i, rec in enumerate(records[:-1]):
-        row = store._fetch(f"SELECT * FROM {table} WHERE {pc} = {ph}", (rec.position,))[0]
+        row = store.fetch(f"SELECT * FROM {table} WHERE {pc} = {ph}", (rec.position,))[0]
         store.execute_raw(f"DELETE FROM {table} WHERE {pc} = {ph}", (rec.position,))
         report = verify(store)
         assert not report.ok, rec.position
@@ -104,7 +104,7 @@ def _reinsert(store: Store, rec: Record, row: dict[str, object]) -> None:
             "signature", "key_id"]
     pc = pos_col(store)
     values = [row[c] for c in cols] + [rec.position]
-    marks = ", ".join([store._ph] * len(values))
+    marks = ", ".join(["?"] * len(values))
     store.execute_raw(f"INSERT INTO {store._qualified} ({', '.join(cols)}, {pc}) VALUES ({marks})", tuple(values))
 
 
@@ -112,7 +112,7 @@ def test_deleting_the_last_event_of_a_participant_stream_is_detected(trial: Tria
     build(trial, keys, participants=2, labs=2)
     store = trial.store
     last_of_first = [r for r in store.records() if r.stream == "S01-000"][-1]
-    store.execute_raw(f"DELETE FROM {store._qualified} WHERE event_id = {store._ph}", (last_of_first.event_id,))
+    store.execute_raw(f"DELETE FROM {store._qualified} WHERE event_id = ?", (last_of_first.event_id,))
     report = verify(store)
     assert not report.ok and report.sorted()[0].position > last_of_first.position
 
@@ -121,7 +121,7 @@ def test_swapping_two_payloads_is_detected(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=2, labs=2)
     store = trial.store
     a, b = [r for r in store.records() if r.type == "LabResultRecorded"][:2]
-    ph, pc = store._ph, pos_col(store)
+    ph, pc = "?", pos_col(store)
     store.execute_raw(f"UPDATE {store._qualified} SET state = {ph} WHERE {pc} = {ph}", (b.state, a.position))
     store.execute_raw(f"UPDATE {store._qualified} SET state = {ph} WHERE {pc} = {ph}", (a.state, b.position))
     report = verify(store)
@@ -148,7 +148,7 @@ def test_changing_a_signers_role_is_detected(trial: Trial, keys: Keys) -> None:
     registration = next(r for r in store.records() if r.type == "SignerRegistered" and b'"mon1"' in r.state)
     forged = registration.state.replace(b'"role":"monitor"', b'"role":"investigator"')
     assert forged != registration.state
-    store.execute_raw(f"UPDATE {store._qualified} SET state = {store._ph} WHERE event_id = {store._ph}",
+    store.execute_raw(f"UPDATE {store._qualified} SET state = ? WHERE event_id = ?",
                       (forged, registration.event_id))
     report = verify(store)
     assert not report.ok and report.sorted()[0].position == registration.position
@@ -159,7 +159,7 @@ def test_garbage_rows_are_findings_not_crashes(trial: Trial, keys: Keys) -> None
     store = trial.store
     target = list(store.records())[-1]
     for garbage in (b"", b"\xff\xfe\x00", b"[]", b'{"type": 1}', b"{" * 5000, b"null"):
-        store.execute_raw(f"UPDATE {store._qualified} SET state = {store._ph} WHERE event_id = {store._ph}",
+        store.execute_raw(f"UPDATE {store._qualified} SET state = ? WHERE event_id = ?",
                           (garbage, target.event_id))
         report = verify(store)
         assert not report.ok and report.sorted()[0].position == target.position

@@ -1,0 +1,75 @@
+"""Audit-trail rows (SPEC §7; 21 CFR 11.10(e), EMA 6.2.1): who, what, when, why, old → new.
+
+One row per event; a correction gives one row per changed field, with the
+value it replaced. Values are RFC 8785 JSON text, so a row reads the same
+in every export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger.canonical import canonical_bytes
+from ledger.envelope import Envelope, Record
+
+COLUMNS = (
+    "position", "seq", "event_id", "recorded_at", "occurred_at", "user_id", "user_name", "role",
+    "participant", "event_type", "field", "old_value", "new_value", "reason", "meaning",
+    "target_event_id", "hash", "signature_verified",
+)
+
+
+def as_json(value: Any) -> str | None:
+    return None if value is None else canonical_bytes(value).decode()
+
+
+def epoch_us(text: str) -> int:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return 0
+    if value.tzinfo is None:
+        return 0
+    return int(value.timestamp() * 1_000_000)
+
+
+def utc_text(text: str) -> str:
+    """``recorded_at`` shown in UTC with microseconds, whatever the stored form."""
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return text
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value.tzinfo else text
+
+
+@dataclass(frozen=True)
+class Signer:
+    user_id: str
+    name: str
+    role: str
+
+
+def rows_for(record: Record, env: Envelope, signer: Signer, verified: bool,
+             target_data: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The audit rows of one event; ``target_data`` is the corrected/voided entry's current data."""
+    base = {
+        "position": record.position, "event_id": env.event_id, "recorded_at": utc_text(env.recorded_at),
+        "occurred_at": env.occurred_at, "user_id": env.author, "user_name": signer.name, "role": signer.role,
+        "participant": None if env.stream.startswith("@") else env.stream, "event_type": env.type,
+        "reason": env.reason, "meaning": env.meaning, "target_event_id": None, "hash": record.hash.hex(),
+        "signature_verified": verified, "recorded_us": epoch_us(env.recorded_at),
+    }
+    if env.type == "EntryCorrected":
+        changes = env.data.get("changes") or {}
+        old = target_data or {}
+        return [
+            {**base, "seq": n, "field": name, "old_value": as_json(old.get(name)), "new_value": as_json(value),
+             "target_event_id": env.data.get("target_event_id")}
+            for n, (name, value) in enumerate(sorted(changes.items()))
+        ] or [{**base, "seq": 0, "field": None, "old_value": None, "new_value": None}]
+    if env.type == "EntryVoided":
+        return [{**base, "seq": 0, "field": None, "old_value": as_json(target_data), "new_value": None,
+                 "target_event_id": env.data.get("target_event_id")}]
+    return [{**base, "seq": 0, "field": None, "old_value": None, "new_value": as_json(env.data)}]
