@@ -17,6 +17,7 @@ from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.verify import verify_records
 
+from cli import read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -206,6 +207,10 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None) -> Non
     elif not ctx.obj.get("json"):
         click.echo("OK: every hash link, signature and authorisation verifies")
     ctx.exit(0 if ok else 1)
+
+
+for _command in read.COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -28,6 +28,10 @@ class LedgerGroup(click.Group):
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # The reader (e.g. `| head`) has what it wanted; stop quietly.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay writable for interpreter exit
+            ctx.exit(0)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing half-written (each append is one transaction)", err=True)
             ctx.exit(130)

@@ -72,10 +72,12 @@ class Trial:
     def participant(self, participant: str) -> Participant:
         return Participant.replay(participant, self.store.stream(participant))
 
-    def icf_versions(self) -> list[IcfVersion]:
+    def icf_versions(self, upto: int | None = None) -> list[IcfVersion]:
         """The ICF version in force from each global position on (genesis, then amendments)."""
         versions = []
         for record in self.store.stream_records(STUDY_STREAM):
+            if upto is not None and record.position > upto:
+                break
             env = record.envelope()
             if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
                 versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
@@ -83,9 +85,17 @@ class Trial:
                 versions.append(IcfVersion(record.position, str(env.data.get("icf_version"))))
         return versions
 
-    def deviations(self, participant: str) -> list[Deviation]:
-        entries = [Entry(r.envelope(), r.position) for r in self.store.stream_records(participant)]
-        return find_deviations(self.protocol(), participant, entries, self.icf_versions())
+    def registry_at(self, position: int) -> SignerRegistry:
+        """Signers and protocol as they stood once the log reached ``position``."""
+        return SignerRegistry.replay([r.envelope() for r in self.store.stream_records(STUDY_STREAM)
+                                      if r.position <= position])
+
+    def deviations(self, participant: str, upto: int | None = None,
+                   protocol: Protocol | None = None) -> list[Deviation]:
+        """One participant's deviations, judged on the log up to global position ``upto``."""
+        entries = [Entry(r.envelope(), r.position) for r in self.store.stream_records(participant)
+                   if upto is None or r.position <= upto]
+        return find_deviations(protocol or self.protocol(), participant, entries, self.icf_versions(upto))
 
     # -- writing ----------------------------------------------------------------------------
 

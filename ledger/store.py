@@ -320,6 +320,10 @@ class Store:
             yield from page
             after = page[-1].position
 
+    def page(self, after: int, limit: int) -> list[Record]:
+        """The next ``limit`` rows after global position ``after``."""
+        return self._select_records(after, limit, None)
+
     def record_by_event_id(self, event_id: str) -> Record | None:
         rows = self._query("WHERE event_id = ? LIMIT 1", (event_id,))
         return rows[0] if rows else None

@@ -22,7 +22,7 @@ def empty_state(participant: str) -> dict[str, Any]:
         "participant": participant, "status": "registered", "site": None, "sex": None, "birth_year": None,
         "consent": {"status": "none", "icf_version": None, "signed_at": None, "withdrawn_at": None, "scope": None},
         "criteria": {}, "labs": [], "doses": [], "visits": [], "adverse_events": {}, "reviews": [],
-        "recorded_deviations": [], "entries": {}, "events": 0, "last_position": 0,
+        "recorded_deviations": [], "entries": {}, "events": 0, "last_position": 0, "enrolled": False,
     }
 
 
@@ -84,6 +84,11 @@ def _status(new: str) -> Any:
     def handler(s: dict[str, Any], env: Envelope) -> None:
         s["status"] = new
     return handler
+
+
+def _enrolled(s: dict[str, Any], env: Envelope) -> None:
+    s["status"] = "enrolled"
+    s["enrolled"] = True
 
 
 def _infusion(s: dict[str, Any], env: Envelope) -> None:
@@ -165,7 +170,7 @@ _HANDLERS = {
     "LabResultRecorded": _lab,
     "EligibilityConfirmed": _status("eligible"),
     "ScreenFailed": _status("screen_failed"),
-    "Enrolled": _status("enrolled"),
+    "Enrolled": _enrolled,
     "InfusionAdministered": _infusion,
     "VisitCompleted": _visit,
     "AdverseEventReported": _ae,

@@ -1,0 +1,192 @@
+"""Read commands: show, participants, audit, deviations, summary, rebuild (SPEC §6, §7)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from domain.events import CATALOGUE
+from domain.service import Trial
+from ledger.errors import InputRefused
+from projections import audit as audit_rows
+from projections.projector import Projections
+from projections.state import STATUSES
+from projections.timetravel import state_at
+
+from cli.options import emit, open_store
+
+TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
+
+
+class IsoTime(click.ParamType):
+    """An ISO 8601 time with an offset; a time without one is a usage error, never guessed."""
+
+    name = "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
+        if parsed.tzinfo is None:
+            self.fail(f"{value!r} has no UTC offset (add e.g. Z or +08:00)", param, ctx)
+        return parsed
+
+
+def projections(ctx: click.Context) -> Projections:
+    """Open the projections and catch them up before answering."""
+    proj = Projections(open_store(ctx))
+    proj.catch_up()
+    return proj
+
+
+@click.command()
+@click.argument("participant")
+@click.option("--as-of", type=IsoTime(), default=None, help="Show what the ledger held at this recorded time.")
+@click.option("--position", type=click.IntRange(min=1), default=None, help="Show the record up to this log position.")
+@click.pass_context
+def show(ctx: click.Context, participant: str, as_of: datetime | None, position: int | None) -> None:
+    """One participant's current state, or as it stood at --as-of / --position."""
+    if as_of is not None or position is not None:
+        st = state_at(Trial(open_store(ctx)), participant, as_of=as_of, position=position)
+    else:
+        proj = projections(ctx)
+        st = proj.participant(participant)
+        if st is None:
+            raise InputRefused(f"participant: {participant} is not in the ledger")
+        st["deviations"] = proj.deviations(participant)
+    public = {k: v for k, v in st.items() if k != "entries"}
+    emit(ctx, public, _render_state(public))
+
+
+def _render_state(st: dict[str, Any]) -> str:
+    lines = [f"{st['participant']}  status: {st['status']}  site: {st['site']}  sex: {st['sex']}  "
+             f"born: {st['birth_year']}"]
+    if st.get("as_of") or st.get("as_of_position"):
+        lines.append(f"(as recorded at {st.get('as_of') or 'position ' + str(st.get('as_of_position'))})")
+    c = st["consent"]
+    lines.append(f"consent: {c['status']} (ICF {c['icf_version']}, signed {c['signed_at']})")
+    if st["criteria"]:
+        lines.append("criteria: " + "  ".join(f"{k}={'met' if v['met'] else 'NOT met'}"
+                                             for k, v in sorted(st["criteria"].items())))
+    for lab in st["labs"]:
+        flag = " VOIDED" if lab["voided"] else (" (corrected)" if lab["corrected"] else "")
+        lines.append(f"lab {lab['analyte']}: {lab['value']} {lab.get('unit', '')} at {lab['occurred_at']}{flag}")
+    for d in st["doses"]:
+        flag = " VOIDED" if d["voided"] else ""
+        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']} "
+                     f"{d['cell_count']:g} cells, viability {d['viability_pct']}%{flag}")
+    for v in st["visits"]:
+        lines.append(f"visit {v['visit']}: day {v['study_day']}")
+    for ae_id, ae in sorted(st["adverse_events"].items()):
+        lines.append(f"AE {ae_id}: {ae['term']} grade {ae['grade']}{' SERIOUS' if ae['serious'] else ''} "
+                     f"({ae['relatedness']})")
+    for dev in st.get("deviations", []):
+        lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.pass_context
+def participants(ctx: click.Context, status: str | None) -> None:
+    """Every participant with status, consent, doses and AEs."""
+    rows = projections(ctx).participants(status)
+    text = "\n".join(f"{r['participant']:<12} {r['status']:<14} {r['consent']:<22} doses {r['doses']}  "
+                     f"AEs {r['adverse_events']}" for r in rows)
+    emit(ctx, rows, text or "no participants")
+
+
+@click.command()
+@click.option("--participant", default=None)
+@click.option("--user", default=None, help="User id of the signer.")
+@click.option("--type", "type_name", type=click.Choice(sorted(CATALOGUE)), default=None)
+@click.option("--since", type=IsoTime(), default=None, help="Recorded at or after (any offset).")
+@click.option("--until", type=IsoTime(), default=None, help="Recorded at or before (any offset).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
+              help="Default: table, or json under --json.")
+@click.pass_context
+def audit(ctx: click.Context, participant: str | None, user: str | None, type_name: str | None,
+          since: datetime | None, until: datetime | None, fmt: str | None) -> None:
+    """The audit trail: who, what, when (UTC), why, old → new; streamed, so any size exports."""
+    fmt = fmt or ("json" if ctx.obj.get("json") else "table")
+    rows = projections(ctx).audit(
+        participant=participant, user=user, type_name=type_name,
+        since_us=audit_rows.epoch_us(since.isoformat()) if since else None,
+        until_us=audit_rows.epoch_us(until.isoformat()) if until else None)
+    out = sys.stdout
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=audit_rows.COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+    elif fmt == "json":
+        out.write("[")
+        for n, row in enumerate(rows):
+            out.write(("," if n else "") + "\n" + json.dumps(row, sort_keys=True))
+        out.write("\n]\n")
+    else:
+        for row in rows:
+            change = f"{row['field']}: {row['old_value']} -> {row['new_value']}" if row["field"] else \
+                (f"voided {row['old_value']}" if row["event_type"] == "EntryVoided" else row["new_value"])
+            change = change if len(change or "") <= TABLE_WIDTH else change[:TABLE_WIDTH - 1] + "…"
+            out.write(f"#{row['position']:<6} {row['recorded_at']}  {row['user_id']} ({row['role']}, "
+                      f"{row['user_name']}) {row['meaning']:<10} {row['participant'] or '-':<10} "
+                      f"{row['event_type']:<24} {change}"
+                      + (f"  reason: {row['reason']}" if row["reason"] else "")
+                      + ("" if row["signature_verified"] else "  SIGNATURE NOT VERIFIED") + "\n")
+
+
+@click.command()
+@click.option("--participant", default=None)
+@click.pass_context
+def deviations(ctx: click.Context, participant: str | None) -> None:
+    """Protocol deviations derived from the log, plus those recorded explicitly."""
+    proj = projections(ctx)
+    if participant and proj.participant(participant) is None:
+        raise InputRefused(f"participant: {participant} is not in the ledger")
+    rows = proj.deviations(participant)
+    text = "\n".join(f"{r['participant']:<10} {'IMPORTANT' if r['important'] else 'minor':<9} {r['kind']:<34} "
+                     f"{r['message']}" for r in rows)
+    emit(ctx, rows, text or "no deviations")
+
+
+@click.command()
+@click.pass_context
+def summary(ctx: click.Context) -> None:
+    """Screened, enrolled against target, doses, AEs by grade, deviations."""
+    s = projections(ctx).summary()
+    emit(ctx, s, render_summary(s))
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    if not s:
+        return "no participants yet"
+    grades = ", ".join(f"grade {g}: {n}" for g, n in s["adverse_events_by_grade"].items()) or "none"
+    kinds = "\n".join(f"  {k}: {n}" for k, n in s["deviations_by_kind"].items())
+    statuses = ", ".join(f"{k} {v}" for k, v in s["by_status"].items())
+    return (f"participants: {s['participants']} ({statuses})\n"
+            f"screened: {s['screened']}   screen failures: {s['screen_failed']}\n"
+            f"enrolled: {s['enrolled']} of {s['target_enrolment']}\n"
+            f"doses given: {s['doses_given']} ({', '.join(f'dose {k}: {v}' for k, v in s['doses_by_number'].items())})\n"
+            f"adverse events: {s['adverse_events']} ({grades}); serious: {s['serious_adverse_events']}\n"
+            f"deviations: {s['deviations']} ({s['important_deviations']} important)\n{kinds}")
+
+
+@click.command()
+@click.pass_context
+def rebuild(ctx: click.Context) -> None:
+    """Recompute every projection from the log."""
+    proj = Projections(open_store(ctx))
+    n = proj.rebuild()
+    emit(ctx, {"events": n}, f"rebuilt projections from {n} events")
+
+
+COMMANDS = (show, participants, audit, deviations, summary, rebuild)
