@@ -15,7 +15,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -f demo-ledger.db demo-ledger.db-wal demo-ledger.db-shm
+	rm -rf demo-ledger.db demo-ledger.db-wal demo-ledger.db-shm demo-ledger-keys
 	$(BIN)/trial-ledger --db demo-ledger.db demo
 
 test: $(STAMP)

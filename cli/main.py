@@ -10,6 +10,7 @@ import click
 
 from domain.events import MEANINGS
 from domain.protocol import load_protocol
+from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import SignerRegistry
 from domain.timeutil import iso, parse_instant, utc_now
@@ -17,7 +18,7 @@ from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.verify import verify_records
 
-from cli import read
+from cli import demo, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -26,6 +27,7 @@ from cli.options import (
     open_store,
     passphrase,
     passphrase_file_option,
+    progress,
 )
 
 
@@ -174,6 +176,20 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
          f"appended {env.type} {env.event_id}" + (f" to {participant} at #{env.position}" if participant else ""))
 
 
+@cli.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@key_option
+@passphrase_file_option
+@click.pass_context
+def import_(ctx: click.Context, file: Path, key: Path, passphrase_file: Path | None) -> None:
+    """Append a JSON Lines file: every line checked first, then all or nothing."""
+    signer = load_signer(key, passphrase_file)
+    trial = Trial(open_store(ctx))
+    with progress(ctx, "importing") as tick:
+        n = import_file(trial, file, signer, tick)
+    emit(ctx, {"imported": n}, f"imported {n} events from {file}")
+
+
 @cli.command()
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Signature-checking processes (default: cores).")
 @click.option("--expect-root", default=None, metavar="FPR", help="Fail unless the root key has this fingerprint.")
@@ -209,7 +225,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None) -> Non
     ctx.exit(0 if ok else 1)
 
 
-for _command in read.COMMANDS:
+for _command in (*read.COMMANDS, demo.demo):
     cli.add_command(_command)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,16 @@ def load_signer(key: Path, passphrase_file: Path | None) -> Signer:
     if is_world_readable(key):
         click.echo(f"warning: key file {key} is readable by other users; run chmod 600 {key}", err=True)
     return read_private(key, passphrase(passphrase_file))
+
+
+@contextmanager
+def progress(ctx: click.Context, label: str, length: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; silent otherwise (SPEC §6). Yields a tick(n) function."""
+    if not sys.stderr.isatty() or ctx.obj.get("json"):
+        yield lambda n: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar.update
 
 
 def emit(ctx: click.Context, payload: Any, text: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,7 @@ from domain.rules import Deviation, Entry, IcfVersion, find_deviations
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
-MAX_ATTEMPTS = 30
+MAX_ATTEMPTS = 50
 BACKOFF_BASE_S = 0.005
 BACKOFF_CAP_S = 0.25
 
@@ -100,7 +100,7 @@ class Trial:
     # -- writing ----------------------------------------------------------------------------
 
     def initialise(self, protocol: Protocol, *, study_id: str, admin_id: str, admin_name: str,
-                   signer: Signer) -> Envelope:
+                   signer: Signer, event_id: str | None = None) -> Envelope:
         if self.store.stream_length(STUDY_STREAM) > 0:
             raise InputRefused("init: this ledger is already initialised")
         data = {
@@ -111,7 +111,7 @@ class Trial:
         }
         now = self.clock()
         env = Envelope(
-            event_id=str(uuid.uuid4()), type="StudyInitialised", stream=STUDY_STREAM, position=1,
+            event_id=event_id or str(uuid.uuid4()), type="StudyInitialised", stream=STUDY_STREAM, position=1,
             occurred_at=iso(now), recorded_at=iso(now), author=admin_id, key_id=signer.key_id,
             meaning="authorship", reason=None, data=validate_payload("StudyInitialised", data),
         )
@@ -131,42 +131,27 @@ class Trial:
                 time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
         raise StoreBusy(f"gave up after {MAX_ATTEMPTS} attempts: other writers kept taking the same position")
 
-    def append_many(self, commands: Iterable[Command], signer: Signer, batch: int = 1000) -> int:
-        """Decide every command first (all or nothing), then write in batches."""
-        envelopes = self.decide(list(commands), signer)
-        for start in range(0, len(envelopes), batch):
-            try:
-                self._save(envelopes[start:start + batch], signer)
-            except IntegrityError:
-                raise StoreBusy("another writer appended to the same participants during the import; "
-                                "nothing after the last full batch was written") from None
-        return len(envelopes)
+    def append_batch(self, commands: list[Command], signer: Signer) -> list[Envelope]:
+        """Decide and append several commands by one signer in one transaction (no retry)."""
+        envelopes = self.decide(commands, signer)
+        self._save(envelopes, signer)
+        return envelopes
 
     def decide(self, commands: list[Command], signer: Signer) -> list[Envelope]:
         """Turn commands into envelopes, refusing the first one that may not be written."""
-        registry = self.registry()
-        if registry.protocol is None:
-            raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
-        entry = registry.signer_for_key(signer.key_id)
-        if entry is None:
-            raise InputRefused(f"--key: key {signer.key_id} is not registered to any signer")
-        states: dict[str, Participant] = {}
-        study_length = self.store.stream_length(STUDY_STREAM)
+        decider = self.decider(signer)
         out = []
         for n, command in enumerate(commands, 1):
             try:
-                env = self._decide_one(command, signer, registry, entry.user_id, states, study_length)
+                out.append(decider.decide(command))
             except InputRefused as e:
                 if len(commands) > 1:
-                    raise InputRefused(f"line {n}: {e}") from None
+                    raise InputRefused(f"command {n}: {e}") from None
                 raise
-            if env.stream == STUDY_STREAM:
-                study_length += 1
-                registry.observe(env)
-            else:
-                states[env.stream].apply(env)
-            out.append(env)
         return out
+
+    def decider(self, signer: Signer, *, track_event_ids: bool = False) -> Decider:
+        return Decider(self, signer, track_event_ids=track_event_ids)
 
     def _decide_one(self, command: Command, signer: Signer, registry: SignerRegistry, author: str,
                     states: dict[str, Participant], study_length: int) -> Envelope:
@@ -243,6 +228,43 @@ class Trial:
 
     def _save(self, envelopes: list[Envelope], signer: Signer) -> None:
         self.store.append(envelopes, signer)
+
+
+class Decider:
+    """Decides a sequence of commands against the ledger plus the ones decided before them.
+
+    It keeps only compact facts per participant, so an import of any length
+    is checked in bounded memory.
+    """
+
+    def __init__(self, trial: Trial, signer: Signer, *, track_event_ids: bool = False):
+        self.trial = trial
+        self.signer = signer
+        self.registry = trial.registry()
+        if self.registry.protocol is None:
+            raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
+        entry = self.registry.signer_for_key(signer.key_id)
+        if entry is None:
+            raise InputRefused(f"--key: key {signer.key_id} is not registered to any signer")
+        self.author = entry.user_id
+        self.states: dict[str, Participant] = {}
+        self.study_length = trial.store.stream_length(STUDY_STREAM)
+        self.seen_ids: set[str] | None = set() if track_event_ids else None
+
+    def decide(self, command: Command) -> Envelope:
+        env = self.trial._decide_one(command, self.signer, self.registry, self.author, self.states,
+                                     self.study_length)
+        if self.seen_ids is not None:
+            if env.event_id in self.seen_ids:
+                raise InputRefused(f"event_id: {env.event_id} appears twice")
+            if command.event_id is not None:
+                self.seen_ids.add(env.event_id)
+        if env.stream == STUDY_STREAM:
+            self.study_length += 1
+            self.registry.observe(env)
+        else:
+            self.states[env.stream].apply(env)
+        return env
 
 
 def _raw(b64: str) -> bytes:

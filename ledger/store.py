@@ -19,7 +19,7 @@ Each stream is one eventsourcing aggregate: the primary key
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -132,9 +132,18 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         # before reading the head, so no other process can append in between.
         c.execute("ROLLBACK")
         c.execute("BEGIN IMMEDIATE")
+        ids, _head = self.seal_and_insert(c, stored_events, sealer, self.read_head(c))
+        return ids
+
+    def read_head(self, c: Any) -> bytes:
         c.execute(self.select_head_statement)
         row = c.fetchone()
-        seals = sealer.seal(row[0] if row else GENESIS_PREV_HASH, stored_events)
+        return bytes(row[0]) if row else GENESIS_PREV_HASH
+
+    def seal_and_insert(self, c: Any, stored_events: Sequence[StoredEvent], sealer: Sealer,
+                        head: bytes) -> tuple[list[int], bytes]:
+        """Chain and sign at ``head`` and insert; the caller holds the write lock."""
+        seals = sealer.seal(head, stored_events)
         ids = []
         for s, seal in zip(stored_events, seals, strict=True):
             c.execute(
@@ -143,7 +152,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                  seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id),
             )
             ids.append(c.lastrowid)
-        return ids
+        return ids, seals[-1].hash if seals else head
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -180,15 +189,24 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         sealer = _require_sealer(kwargs)
         self._lock_table(curs)
         self._notify_channel(curs)
+        self.seal_and_insert(curs, stored_events, sealer, self.read_head(curs))
+
+    def read_head(self, curs: Any) -> bytes:
         curs.execute(self.select_head_statement)
         row = curs.fetchone()
-        seals = sealer.seal(bytes(row["hash"]) if row else GENESIS_PREV_HASH, stored_events)
+        return bytes(row["hash"]) if row else GENESIS_PREV_HASH
+
+    def seal_and_insert(self, curs: Any, stored_events: Sequence[StoredEvent], sealer: Sealer,
+                        head: bytes) -> tuple[list[int], bytes]:
+        """Chain and sign at ``head`` and insert (ids are fetched by the caller); the table is locked."""
+        seals = sealer.seal(head, stored_events)
         columns = list(zip(*[
             (s.originator_id, s.originator_version, s.topic, s.state,
              seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id)
             for s, seal in zip(stored_events, seals, strict=True)
         ]))
         curs.execute(self.insert_events_statement, [list(col) for col in columns])
+        return [], seals[-1].hash if seals else head
 
 
 class ChainedSQLiteFactory(SQLiteFactory):
@@ -290,6 +308,31 @@ class Store:
         except OperationalError as e:
             raise StoreBusy(f"the ledger is busy (write lock not granted): {e}") from None
         return [r.notification.id for r in recordings]
+
+    def append_stream(self, batches: Iterable[Sequence[Envelope]], signer: Signer) -> int:
+        """Append batch after batch in ONE write transaction: all or nothing, one batch in memory.
+
+        ``batches`` may be a generator that decides the next batch while the lock
+        is held; if it raises, everything is rolled back and nothing is written.
+        """
+        recorder = self.recorder
+        assert isinstance(recorder, (ChainedSQLiteApplicationRecorder, ChainedPostgresApplicationRecorder))
+        mapper = self.app.mapper
+        count = 0
+        try:
+            with self.write_transaction() as c:
+                if self.postgres:
+                    recorder._lock_table(c)
+                head = recorder.read_head(c)
+                for batch in batches:
+                    if not batch:
+                        continue
+                    stored = [mapper.to_stored_event(e) for e in batch]
+                    _ids, head = recorder.seal_and_insert(c, stored, Sealer(signer, batch), head)
+                    count += len(batch)
+        except IntegrityError:
+            raise
+        return count
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""`trial-ledger demo`: the seed trial's whole history, verified, with a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from domain.demo import GENESIS_AT, PEOPLE, SimClock, build
+from domain.protocol import bundled_protocol_path, load_protocol
+from domain.service import Trial
+from domain.signers import SignerRegistry
+from ledger.errors import InputRefused
+from ledger.keys import write_key_pair
+from ledger.store import is_postgres
+from ledger.verify import verify_records
+from projections.projector import Projections
+
+from cli.options import open_store
+from cli.read import render_summary
+
+DEMO_PASSPHRASE = "demo-passphrase"
+
+
+@click.command()
+@click.option("--participants", type=click.IntRange(1, 500), default=24, show_default=True,
+              help="How many participants to enrol (4 screen failures come on top).")
+@click.option("--seed", type=int, default=2010, show_default=True, help="Same seed, byte-identical ledger.")
+@click.option("--keys-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to write the demo signers' keys (default: beside the database).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Processes for signature checks.")
+@click.pass_context
+def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None, jobs: int | None) -> None:
+    """Build the MSC-T2DM trial's history with a few realistic deviations, verify it, summarise it."""
+    store = open_store(ctx, create=True)
+    if store.count():
+        raise InputRefused(f"--db {ctx.obj['db']}: demo needs an empty ledger; this one has {store.count()} events")
+    clock = SimClock(GENESIS_AT)
+    scenario = build(Trial(store, clock=clock), clock, load_protocol(bundled_protocol_path()),
+                     seed=seed, participants=participants)
+    report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
+    projections = Projections(store)
+    projections.catch_up()
+    summary = projections.summary()
+    db = ctx.obj["db"]
+    keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for user, signer in scenario.signers.items():
+        path = keys_dir / f"{user}.key"
+        for stale in (path, path.with_name(path.name + ".pub")):
+            stale.unlink(missing_ok=True)
+        write_key_pair(signer, user, path, DEMO_PASSPHRASE)
+
+    click.echo(f"MSC-T2DM demo ledger: {db}  (seed {seed})")
+    click.echo(f"events: {report.events}   head position: {report.head_position}")
+    click.echo(render_summary(summary))
+    click.echo("\nplanted deviations:")
+    for d in projections.deviations():
+        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
+    click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")
+    if report.ok:
+        click.echo(f"verify: OK — {report.events} events, every hash link, signature and authorisation checked")
+    else:
+        click.echo(f"verify: FAILED — {report.sorted()[0].line()}", err=True)
+    people = ", ".join(f"{u} ({role})" for u, (_n, role) in PEOPLE.items())
+    click.echo(f"\nsigners' keys: {keys_dir}/  (passphrase: {DEMO_PASSPHRASE}) — {people}")
+    click.echo("try next:")
+    for line in (
+        f"trial-ledger --db {db} participants",
+        f"trial-ledger --db {db} show S01-005",
+        f"trial-ledger --db {db} show S01-003 --as-of 2010-09-13T09:00:00+08:00",
+        f"trial-ledger --db {db} audit --participant S01-003",
+        f"trial-ledger --db {db} deviations",
+        f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
+    ):
+        click.echo(f"  {line}")
+    ctx.exit(0 if report.ok else 1)

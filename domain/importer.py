@@ -1,0 +1,94 @@
+"""JSON Lines import (SPEC §6): validate every line first, then append all or nothing.
+
+Pass 1 decides every line against the ledger (schema, roles, refusal
+rules) without writing, keeping only compact per-participant facts, so
+memory stays bounded however long the file. Pass 2 decides the lines again
+inside one write transaction and inserts them batch by batch; if anything
+differs (another writer got in between the passes), the transaction rolls
+back and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ledger.envelope import Envelope
+from ledger.errors import InputRefused
+from ledger.keys import Signer
+
+from domain.service import Command, Decider, Trial
+
+LINE_FIELDS = {"type", "participant", "data", "occurred_at", "meaning", "reason", "event_id"}
+MAX_LINE_BYTES = 1 << 20
+BATCH = 1000
+
+
+def read_commands(path: Path) -> Iterator[tuple[int, Command]]:
+    """(line number, command) for each non-blank line; a bad line is refused naming its number and field."""
+    try:
+        handle = path.open("rb")
+    except OSError as e:
+        raise InputRefused(f"{path}: {e.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise InputRefused(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
+            if not raw.strip():
+                continue
+            yield number, _command(number, raw)
+
+
+def _command(number: int, raw: bytes) -> Command:
+    try:
+        row: Any = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputRefused(f"line {number}: not UTF-8") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise InputRefused(f"line {number}: not valid JSON ({getattr(e, 'msg', 'too deeply nested')})") from None
+    if not isinstance(row, dict):
+        raise InputRefused(f"line {number}: must be a JSON object")
+    unknown = sorted(set(row) - LINE_FIELDS)
+    if unknown:
+        raise InputRefused(f"line {number}: {unknown[0]}: unknown field")
+    for required in ("type", "data"):
+        if required not in row:
+            raise InputRefused(f"line {number}: {required}: missing")
+    for name in ("type", "participant", "occurred_at", "meaning", "reason", "event_id"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            raise InputRefused(f"line {number}: {name}: must be a string")
+    return Command(type=row["type"], participant=row.get("participant"), data=row["data"],
+                   occurred_at=row.get("occurred_at"), meaning=row.get("meaning"), reason=row.get("reason"),
+                   event_id=row.get("event_id"))
+
+
+def _decided(decider: Decider, commands: Iterator[tuple[int, Command]],
+             tick: Callable[[int], None] | None) -> Iterator[list[Envelope]]:
+    batch: list[Envelope] = []
+    for number, command in commands:
+        try:
+            batch.append(decider.decide(command))
+        except InputRefused as e:
+            raise InputRefused(f"line {number}: {e}") from None
+        if len(batch) >= BATCH:
+            yield batch
+            if tick:
+                tick(len(batch))
+            batch = []
+    if batch:
+        yield batch
+        if tick:
+            tick(len(batch))
+
+
+def import_file(trial: Trial, path: Path, signer: Signer,
+                tick: Callable[[int], None] | None = None) -> int:
+    """Validate the whole file, then append it in one transaction; returns the number of events."""
+    checked = 0
+    for batch in _decided(trial.decider(signer, track_event_ids=True), read_commands(path), None):
+        checked += len(batch)
+    if checked == 0:
+        raise InputRefused(f"{path}: no events to import")
+    return trial.store.append_stream(_decided(trial.decider(signer), read_commands(path), tick), signer)

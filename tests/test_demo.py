@@ -1,0 +1,79 @@
+"""`trial-ledger demo` in a fresh directory, as `make demo` runs it: 24 enrolled, the planted deviations,
+verify 0, and verify 1 once one byte of one stored row is flipped."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).with_name("trial-ledger")
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    cwd = tmp_path_factory.mktemp("demo")
+    result = run(cwd, "--db", "demo.db", "demo", "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    return cwd, result.stdout
+
+
+def test_demo_output(demo_dir: tuple[Path, str]) -> None:
+    _, out = demo_dir
+    assert "enrolled: 24 of 24" in out
+    assert "screen failures: 4" in out
+    assert "dose 2 on study day 9, outside its window" in out
+    assert "LabResultRecorded entered" in out and "after it occurred" in out
+    assert "before any signed consent" in out
+    assert "verify: OK" in out and "root key fingerprint:" in out
+    assert "try next:" in out
+
+
+def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None:
+    cwd, _ = demo_dir
+    keys = cwd / "demo-keys"
+    assert (keys / "lab-zhao.key").exists()
+    env_run = subprocess.run(
+        [str(BIN), "--db", "demo.db", "append", "LabResultRecorded", "--participant", "S01-001",
+         "--data", '{"analyte": "CPEPTIDE", "value": 0.7, "unit": "nmol/L"}', "--key", str(keys / "lab-zhao.key")],
+        cwd=cwd, capture_output=True, text=True, env={"TRIAL_LEDGER_PASSPHRASE": "demo-passphrase", "PATH": ""})
+    assert env_run.returncode == 0, env_run.stderr
+
+
+def test_demo_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    heads = []
+    for name in ("a.db", "b.db"):
+        assert run(tmp_path, "--db", name, "demo", "--seed", "11", "--participants", "3").returncode == 0
+        heads.append(run(tmp_path, "--db", name, "--json", "verify").stdout)
+    assert heads[0] == heads[1]
+
+
+def test_demo_refuses_a_non_empty_ledger(demo_dir: tuple[Path, str]) -> None:
+    cwd, _ = demo_dir
+    r = run(cwd, "--db", "demo.db", "demo")
+    assert r.returncode == 3 and "empty ledger" in r.stderr
+
+
+def test_flipping_one_byte_fails_verify(demo_dir: tuple[Path, str], tmp_path: Path) -> None:
+    cwd, _ = demo_dir
+    copy = tmp_path / "copy.db"
+    src = sqlite3.connect(cwd / "demo.db")
+    dst = sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    assert run(tmp_path, "--db", str(copy), "verify").returncode == 0
+    row = dst.execute("SELECT rowid, state FROM ledger_events WHERE rowid = 500").fetchone()
+    flipped = bytearray(row[1])
+    flipped[40] ^= 0x01
+    dst.execute("UPDATE ledger_events SET state = ? WHERE rowid = 500", (bytes(flipped),))
+    dst.commit()
+    dst.close()
+    r = run(tmp_path, "--db", str(copy), "verify")
+    assert r.returncode == 1 and "position 500" in r.stderr
