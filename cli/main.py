@@ -12,13 +12,13 @@ from domain.events import MEANINGS
 from domain.protocol import load_protocol
 from domain.importer import import_file
 from domain.service import Command, Trial
-from domain.signers import SignerRegistry
+from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, utc_now
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
-from ledger.verify import verify_records
+from ledger.verify_log import verify_log
 
-from cli import demo, read
+from cli import demo, proofs, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -193,39 +193,59 @@ def import_(ctx: click.Context, file: Path, key: Path, passphrase_file: Path | N
 @cli.command()
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Signature-checking processes (default: cores).")
 @click.option("--expect-root", default=None, metavar="FPR", help="Fail unless the root key has this fingerprint.")
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A checkpoint you hold: prove today's log extends it (catches truncation and rewrites).")
+@click.option("--since-checkpoint", is_flag=True, help="With --checkpoint: verify only the events after it.")
 @click.pass_context
-def verify(ctx: click.Context, jobs: int | None, expect_root: str | None) -> None:
+def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkpoint_file: Path | None,
+           since_checkpoint: bool) -> None:
     """Check every hash link, signature and authorisation in the log."""
+    if since_checkpoint and checkpoint_file is None:
+        raise click.UsageError("--since-checkpoint needs --checkpoint FILE")
+    note = None
+    if checkpoint_file is not None:
+        try:
+            note = checkpoint_file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.BadParameter(str(getattr(e, "strerror", None) or e), param_hint="--checkpoint") from None
     store = open_store(ctx)
-    report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
+    with progress(ctx, "verifying", store.count()) as tick:
+        report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
+                                authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
     findings = report.sorted()
     root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
-    ok = report.ok and root_ok and report.events > 0
+    ok = report.ok and root_ok and (report.events > 0 or since_checkpoint)
     payload = {
         "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
         "expected_root": expect_root, "head_position": report.head_position,
-        "head_hash": report.head_hash.hex(), "finding_count": report.finding_count,
+        "head_hash": report.head_hash.hex(), "tree_size": report.tree_size, "tree_root": report.tree_root.hex(),
+        "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
+        "finding_count": report.finding_count,
         "findings": [{"position": f.position, "event_id": f.event_id, "reason": f.reason} for f in findings],
     }
     if ctx.obj.get("json"):
         emit(ctx, payload, "")
     else:
         click.echo(f"root key fingerprint: {report.root_fingerprint}")
-        click.echo(f"events checked: {report.events}")
+        click.echo(f"events checked: {report.events}" + (" (after the checkpoint)" if since_checkpoint else ""))
+        click.echo(f"tree size: {report.tree_size}  root: {report.tree_root.hex()}")
+        if cp is not None:
+            click.echo(f"checkpoint: size {cp.size}, root {cp.root.hex()}")
     if not root_ok:
         click.echo(f"FAIL: root key {report.root_fingerprint} is not the expected {expect_root}", err=True)
-    elif report.events == 0:
+    elif report.events == 0 and not since_checkpoint and not findings:
         click.echo("FAIL: the ledger is empty", err=True)
     elif findings:
         click.echo(f"FAIL: {findings[0].line()}", err=True)
         if report.finding_count > 1:
             click.echo(f"({report.finding_count} findings in all; --json lists them)", err=True)
     elif not ctx.obj.get("json"):
-        click.echo("OK: every hash link, signature and authorisation verifies")
+        extra = " and the log extends the checkpoint" if cp is not None else ""
+        click.echo(f"OK: every hash link, signature and authorisation verifies{extra}")
     ctx.exit(0 if ok else 1)
 
 
-for _command in (*read.COMMANDS, demo.demo):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, demo.demo):
     cli.add_command(_command)
 
 

@@ -13,6 +13,7 @@ import click
 from domain.events import CATALOGUE
 from domain.service import Trial
 from ledger.errors import InputRefused
+from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
 from projections.projector import Projections
 from projections.state import STATUSES
@@ -183,9 +184,12 @@ def render_summary(s: dict[str, Any]) -> str:
 @click.command()
 @click.pass_context
 def rebuild(ctx: click.Context) -> None:
-    """Recompute every projection from the log."""
-    proj = Projections(open_store(ctx))
-    n = proj.rebuild()
+    """Recompute every projection, and the stored Merkle tree, from the log."""
+    store = open_store(ctx)
+    tree = MerkleLog(store)
+    tree.reset()
+    tree.sync()
+    n = Projections(store).rebuild()
     emit(ctx, {"events": n}, f"rebuilt projections from {n} events")
 
 

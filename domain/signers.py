@@ -66,7 +66,7 @@ class SignerRegistry:
         self.protocol: Protocol | None = None
         self.protocol_sha256: str | None = None
         self.icf_version: str | None = None
-        self.root_public: bytes | None = None
+        self.root_public_raw: bytes | None = None
         self.signers: dict[str, SignerEntry] = {}
         self.by_key: dict[str, str] = {}
 
@@ -79,11 +79,15 @@ class SignerRegistry:
 
     @property
     def initialised(self) -> bool:
-        return self.root_public is not None
+        return self.root_public_raw is not None
+
+    @property
+    def root_public(self) -> bytes | None:
+        return self.root_public_raw
 
     @property
     def root_fingerprint(self) -> str | None:
-        return fingerprint(self.root_public) if self.root_public else None
+        return fingerprint(self.root_public_raw) if self.root_public_raw else None
 
     def signer_for_key(self, kid: str) -> SignerEntry | None:
         user = self.by_key.get(kid)
@@ -142,7 +146,7 @@ class SignerRegistry:
         raw = _raw_key(data["root_public_key"])
         if raw is None:
             return
-        self.root_public = raw
+        self.root_public_raw = raw
         self.study_id = data["study_id"]
         self.protocol_sha256 = data["protocol_sha256"]
         if isinstance(data.get("protocol"), dict):

@@ -194,11 +194,18 @@ class CompactRange:
         return sum(s for s, _ in self.nodes)
 
     def append(self, leaf: bytes) -> None:
+        self.append_returning(leaf)
+
+    def append_returning(self, leaf: bytes) -> list[tuple[int, bytes]]:
+        """Append a leaf; return every perfect subtree (size, hash) it completed, the leaf first."""
         size, h = 1, leaf
+        completed = [(size, h)]
         while self.nodes and self.nodes[-1][0] == size:
             left_size, left = self.nodes.pop()
             size, h = left_size + size, node_hash(left, h)
+            completed.append((size, h))
         self.nodes.append((size, h))
+        return completed
 
     def root(self) -> bytes:
         if not self.nodes:

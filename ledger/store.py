@@ -347,6 +347,12 @@ class Store:
         """One stream's rows with their global positions, in stream order."""
         return self._query("WHERE originator_id = ? ORDER BY originator_version", (stream,))
 
+    def stream_position_at(self, stream: str, position: int) -> int:
+        """A stream's last stream position among rows at or before global ``position``."""
+        rows = self.fetch(f"SELECT MAX(originator_version) AS v FROM {self._qualified} "
+                          f"WHERE originator_id = ? AND {self._pos} <= ?", (stream, position))
+        return int(rows[0]["v"] or 0)
+
     def stream_length(self, stream: str) -> int:
         last = self.recorder.select_events(stream, desc=True, limit=1)
         return last[0].originator_version if last else 0

@@ -53,6 +53,9 @@ class Authority(Protocol):
     @property
     def root_fingerprint(self) -> str | None: ...
 
+    @property
+    def root_public(self) -> bytes | None: ...
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -72,6 +75,8 @@ class Report:
     root_fingerprint: str | None = None
     head_position: int = 0
     head_hash: bytes = GENESIS_PREV_HASH
+    tree_size: int = 0
+    tree_root: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -132,6 +137,19 @@ class _SignatureChecker:
             self.pool.join()
 
 
+class _StreamHeads(dict[str, int]):
+    """Last position seen per stream; unseen streams ask ``lookup`` (0 for a full verify)."""
+
+    def __init__(self, lookup: Callable[[str], int] | None):
+        super().__init__()
+        self.lookup = lookup
+
+    def __missing__(self, stream: str) -> int:
+        value = self.lookup(stream) if self.lookup else 0
+        self[stream] = value
+        return value
+
+
 def _columns_disagree(record: Record, env: Envelope) -> str | None:
     pairs = (
         ("stream", record.stream, env.stream),
@@ -153,25 +171,24 @@ def verify_records(
     jobs: int | None = None,
     start_hash: bytes = GENESIS_PREV_HASH,
     start_position: int = 0,
-    stream_heads: dict[str, int] | None = None,
-    check_signatures: Callable[[Record], bool] | None = None,
+    stream_head: Callable[[str], int] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Verify rows in global order; see the module docstring for the checks.
 
-    ``start_hash`` and ``stream_heads`` let a caller resume after a trusted
-    prefix; ``check_signatures`` can skip signature work for rows a trusted
-    checkpoint already covers.
+    ``start_hash``, ``start_position`` and ``stream_head`` (a stream's last
+    position before ``start_position``) let a caller resume after a prefix
+    a checkpoint already vouches for.
     """
     jobs = jobs or os.cpu_count() or 1
     report = Report(head_position=start_position, head_hash=start_hash)
-    heads = dict(stream_heads or {})
+    heads = _StreamHeads(stream_head)
     prev_hash, prev_position = start_hash, start_position
     checker = _SignatureChecker(jobs, report)
     try:
         for record in records:
             report.events += 1
-            _verify_one(record, prev_hash, prev_position, heads, authority, checker, check_signatures, report)
+            _verify_one(record, prev_hash, prev_position, heads, authority, checker, report)
             prev_hash, prev_position = record.hash, record.position
             if on_progress and report.events % 1000 == 0:
                 on_progress(report.events)
@@ -186,10 +203,9 @@ def _verify_one(
     record: Record,
     prev_hash: bytes,
     prev_position: int,
-    heads: dict[str, int],
+    heads: _StreamHeads,
     authority: Authority,
     checker: _SignatureChecker,
-    check_signatures: Callable[[Record], bool] | None,
     report: Report,
 ) -> None:
     def fail(reason: str) -> None:
@@ -210,16 +226,16 @@ def _verify_one(
     disagreement = _columns_disagree(record, env)
     if disagreement:
         fail(disagreement)
-    expected = heads.get(env.stream, 0) + 1
+    expected = heads[env.stream] + 1
     if env.position != expected:
         fail(f"stream {env.stream!r} position {env.position} where {expected} was due")
-    heads[env.stream] = max(env.position, heads.get(env.stream, 0))
+    heads[env.stream] = max(env.position, heads[env.stream])
     try:
         public_key = authority.authorise(env)
     except Unauthorised as e:
         fail(f"unauthorised: {e}")
         public_key = None
     authority.observe(env)
-    if public_key is not None and (check_signatures is None or check_signatures(record)):
+    if public_key is not None:
         checker.add((record.position, record.event_id, public_key, record.signature, record.hash))
 

@@ -1,0 +1,128 @@
+"""Checkpoints and proofs: checkpoint, prove inclusion|consistency, verify-proof (SPEC §5.2, §6)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import click
+
+from domain.service import Trial
+from ledger import checkpoint as notes
+from ledger.errors import InputRefused
+from ledger.keys import read_public
+from ledger.merkle_log import MerkleLog
+from ledger.proofs import ProofError, consistency_bundle, inclusion_bundle, verify_bundle
+
+from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputRefused(f"{what} {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _write(out: Path | None, blob: bytes) -> None:
+    if out is None:
+        click.echo(blob.decode(), nl=False)
+    else:
+        out.write_bytes(blob)
+
+
+@click.command()
+@key_option
+@passphrase_file_option
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the signed note here (default: stdout).")
+@click.pass_context
+def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out: Path | None) -> None:
+    """Sign a C2SP tlog-checkpoint of the whole log with the sponsor's root key."""
+    signer = load_signer(key, passphrase_file)
+    store = open_store(ctx)
+    registry = Trial(store).registry()
+    if registry.root_public is None or registry.study_id is None:
+        raise InputRefused("--db: the ledger is not initialised")
+    if signer.public_raw != registry.root_public:
+        raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`)")
+    tree = MerkleLog(store)
+    size = tree.sync()
+    origin = f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
+    cp = notes.Checkpoint(origin, size, tree.root(size))
+    note = cp.sign(signer)
+    tree.save_checkpoint(size, cp.root, note)
+    _write(out, note.encode())
+    if out is not None:
+        emit(ctx, {"tree_size": size, "root": cp.root.hex(), "out": str(out)},
+             f"checkpoint of {size} events written to {out}")
+
+
+@click.group()
+def prove() -> None:
+    """Write a proof bundle an inspector can check offline."""
+
+
+@prove.command("inclusion")
+@click.argument("event_id")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.pass_context
+def prove_inclusion(ctx: click.Context, event_id: str, out: Path | None) -> None:
+    """Prove that one event is in the log of the latest checkpoint."""
+    store = open_store(ctx)
+    record = store.record_by_event_id(event_id)
+    if record is None:
+        raise InputRefused(f"EVENT_ID: no event {event_id} in the ledger")
+    tree = MerkleLog(store)
+    tree.sync()
+    latest = tree.latest_checkpoint()
+    index = tree.leaf_index(record.position)
+    if latest is None or index is None or index >= latest["tree_size"]:
+        raise InputRefused("no checkpoint covers this event yet; run `trial-ledger checkpoint` first")
+    size = int(latest["tree_size"])
+    _write(out, inclusion_bundle(record, index, latest["note"], tree.inclusion(index, size)))
+
+
+@prove.command("consistency")
+@click.option("--old", "old_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="An earlier checkpoint (signed note).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.pass_context
+def prove_consistency(ctx: click.Context, old_file: Path, out: Path | None) -> None:
+    """Prove that the latest checkpoint's log extends an older checkpoint."""
+    old_note = _read_text(old_file, "--old")
+    try:
+        old = notes.parse(old_note)[0]
+    except notes.CheckpointError as e:
+        raise InputRefused(f"--old {old_file}: {e}") from None
+    store = open_store(ctx)
+    tree = MerkleLog(store)
+    tree.sync()
+    latest = tree.latest_checkpoint()
+    if latest is None or latest["tree_size"] < old.size or old.size == 0:
+        raise InputRefused("no checkpoint at or beyond the old one; run `trial-ledger checkpoint` first")
+    proof = tree.consistency(old.size, int(latest["tree_size"])) if old.size < latest["tree_size"] else []
+    _write(out, consistency_bundle(old_note, latest["note"], proof))
+
+
+@click.command("verify-proof")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The sponsor's root public key (.pub).")
+@click.pass_context
+def verify_proof(ctx: click.Context, file: Path, public_key: Path) -> None:
+    """Check a proof bundle offline: no database needed."""
+    try:
+        blob = file.read_bytes()
+    except OSError as e:
+        raise InputRefused(f"FILE {file}: {e.strerror}") from None
+    public = base64.b64decode(read_public(public_key))
+    try:
+        what = verify_bundle(blob, public)
+    except ProofError as e:
+        click.echo(f"FAIL: {e}", err=True)
+        ctx.exit(1)
+    emit(ctx, {"ok": True, "statement": what}, f"OK: {what}")
+
+
+COMMANDS = (checkpoint, prove, verify_proof)
