@@ -1,11 +1,11 @@
-"""JSON Lines import (SPEC §6): validate every line first, then append all or nothing.
+"""JSON Lines import (SPEC §6): every line is checked, and the file is appended all or nothing.
 
-Pass 1 decides every line against the ledger (schema, roles, refusal
-rules) without writing, keeping only compact per-participant facts, so
-memory stays bounded however long the file. Pass 2 decides the lines again
-inside one write transaction and inserts them batch by batch; if anything
-differs (another writer got in between the passes), the transaction rolls
-back and nothing is written.
+The whole import runs in one write transaction. Lines are decided one by
+one against the ledger (schema, roles, refusal rules), keeping only compact
+per-participant facts, and inserted batch by batch; the first bad line
+raises, the transaction rolls back, and nothing is written. Memory stays
+bounded however long the file; the write lock is held for the import's
+duration, so no other writer can slip in between check and write.
 """
 
 from __future__ import annotations
@@ -85,10 +85,13 @@ def _decided(decider: Decider, commands: Iterator[tuple[int, Command]],
 
 def import_file(trial: Trial, path: Path, signer: Signer,
                 tick: Callable[[int], None] | None = None) -> int:
-    """Validate the whole file, then append it in one transaction; returns the number of events."""
-    checked = 0
-    for batch in _decided(trial.decider(signer, track_event_ids=True), read_commands(path), None):
-        checked += len(batch)
-    if checked == 0:
+    """Check and append the whole file in one transaction; returns the number of events."""
+
+    def batches() -> Iterator[list[Envelope]]:
+        # Built inside the write lock, so the signer registry cannot change under us.
+        yield from _decided(trial.decider(signer, track_event_ids=True), read_commands(path), tick)
+
+    count = trial.store.append_stream(batches(), signer)
+    if count == 0:
         raise InputRefused(f"{path}: no events to import")
-    return trial.store.append_stream(_decided(trial.decider(signer), read_commands(path), tick), signer)
+    return count

@@ -186,7 +186,8 @@ class Trial:
                 raise InputRefused(f"reason: {command.type} requires a reason")
             payload = self._check_study_event(command.type, command.data, registry, protocol)
             stream, position = STUDY_STREAM, study_length + 1
-        env = Envelope(
+        # Every field was built or validated above, so skip a second validation.
+        env = Envelope.model_construct(
             event_id=command.event_id or str(uuid.uuid4()), type=command.type, stream=stream,
             position=position, occurred_at=iso(occurred), recorded_at=iso(now), author=author,
             key_id=signer.key_id, meaning=meaning, reason=command.reason or None, data=payload,

@@ -15,6 +15,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -70,15 +71,15 @@ class Signer:
 
     private_key: Ed25519PrivateKey
 
-    @property
+    @cached_property
     def public_raw(self) -> bytes:
         return raw_public_bytes(self.private_key.public_key())
 
-    @property
+    @cached_property
     def public_b64(self) -> str:
         return base64.b64encode(self.public_raw).decode()
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return key_id(self.public_raw)
 
