@@ -19,6 +19,7 @@ Each stream is one eventsourcing aggregate: the primary key
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -272,6 +273,23 @@ def _ensure_schema(env: dict[str, str]) -> None:
         raise StoreError(f"--db: cannot reach PostgreSQL: {str(e).strip().splitlines()[0]}") from None
 
 
+def _open_app(db: str, env: dict[str, str]) -> LedgerApp:
+    """Open the application; tables are created if missing.
+
+    Two processes creating PostgreSQL objects at once can collide ("tuple
+    concurrently updated"); the loser simply tries again.
+    """
+    for attempt in range(5):
+        try:
+            return LedgerApp(env=env)
+        except (PersistenceError, OSError) as e:
+            if "concurrently" in str(e) and attempt < 4:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise StoreError(f"--db {db}: cannot open the ledger: {e}") from None
+    raise AssertionError("unreachable")
+
+
 class Store:
     """The ledger's storage: append sealed envelopes, read streams and the global log."""
 
@@ -280,10 +298,7 @@ class Store:
         env = _env_for(db)
         if is_postgres(db):
             _ensure_schema(env)
-        try:
-            self.app = LedgerApp(env=env)
-        except (PersistenceError, OSError) as e:
-            raise StoreError(f"--db {db}: cannot open the ledger: {e}") from None
+        self.app = _open_app(db, env)
         self.recorder = self.app.recorder
         self.table_name = EVENTS_TABLE
 
@@ -446,7 +461,9 @@ class Store:
                 c.execute("BEGIN IMMEDIATE")
                 yield c
         except OperationalError as e:
-            raise StoreBusy(f"the ledger is busy (write lock not granted): {e}") from None
+            if "lock" in str(e).lower():
+                raise StoreBusy(f"the ledger is busy (write lock not granted): {e}") from None
+            raise StoreError(f"--db {self.db}: {e}") from None
 
     def execute_raw(self, statement: str, params: tuple[Any, ...] = ()) -> None:
         """Run one statement outside the ledger's rules (tests simulate an attacker with it)."""

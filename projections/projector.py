@@ -19,20 +19,19 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from domain.protocol import Protocol
 from domain.service import Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
-from ledger.chain import link_hash
 from ledger.envelope import Envelope, Record
-from ledger.keys import verify_signature
+from ledger.signatures import SignatureChecks
 from ledger.store import Store
 from ledger.verify import Unauthorised
 from projections import audit, state as states
-from projections.summary import summarise
+from projections.summary import counts, summarise
 
 TRACKING_NAME = "projections"
 PAGE = 2000
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS {participants} (participant TEXT PRIMARY KEY, status TEXT, site TEXT, "
-    "state TEXT NOT NULL)",
+    "state TEXT NOT NULL, counts TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {audit} (position BIGINT NOT NULL, seq INTEGER NOT NULL, event_id TEXT, "
     "recorded_at TEXT, recorded_us BIGINT, occurred_at TEXT, user_id TEXT, user_name TEXT, role TEXT, "
     "participant TEXT, event_type TEXT, field TEXT, old_value TEXT, new_value TEXT, reason TEXT, meaning TEXT, "
@@ -42,8 +41,11 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS {deviations} (participant TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT, "
     "important INTEGER, event_ids TEXT, first_position BIGINT, message TEXT, PRIMARY KEY (participant, seq))",
     "CREATE TABLE IF NOT EXISTS {summary} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {dirty} (participant TEXT PRIMARY KEY)",
 )
-TABLES = ("participants", "audit", "deviations", "summary")
+TABLES = ("participants", "audit", "deviations", "summary", "dirty")
+SCHEMA_VERSION = "2"  # bump when a projection table changes: old tables are dropped and rebuilt
+PARALLEL_FROM = 4000  # events behind: worth a process pool for the signature checks
 
 
 class Projections:
@@ -52,48 +54,78 @@ class Projections:
         self.trial = Trial(store)
         self.tracking = store.app.factory.tracking_recorder()
         self.names = {t: store.table(f"proj_{t}") for t in TABLES}
+        self.meta = store.table("proj_meta")
+        self.tracking_table = store.table(getattr(self.tracking, "tracking_table_name", "tracking"))
         with store.write_transaction() as c:
+            c.execute(f"CREATE TABLE IF NOT EXISTS {self.meta} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            rows = self._fetch_c(c, f"SELECT value FROM {self.meta} WHERE name = 'schema_version'")
+            if not rows or rows[0]["value"] != SCHEMA_VERSION:
+                self._drop(c)
+                c.execute(self.store.sql(f"INSERT INTO {self.meta} (name, value) VALUES ('schema_version', ?) "
+                                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value"),
+                          (SCHEMA_VERSION,))
             for ddl in DDL:
                 c.execute(ddl.format(**self.names))
+
+    def _drop(self, c: Any) -> None:
+        """Forget every projection table and the tracked position; they are rebuilt from the log."""
+        for name in self.names.values():
+            c.execute(f"DROP TABLE IF EXISTS {name}")
+        c.execute(self.store.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"), (TRACKING_NAME,))
 
     # -- catching up ---------------------------------------------------------------------------
 
     def position(self) -> int:
         return self.tracking.max_tracking_id(TRACKING_NAME) or 0
 
-    def catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
-        """Project every event after the tracked position; returns how many were projected."""
+    def catch_up(self, on_progress: Callable[[int], None] | None = None, jobs: int | None = None) -> int:
+        """Project every event after the tracked position; returns how many were projected.
+
+        Pages are projected in order, each in one transaction with the tracking
+        row; participants whose deviations must be recomputed are marked dirty
+        in the same transaction and refreshed at the end, so a crash part-way
+        leaves nothing inconsistent and the next catch-up finishes the job.
+        """
         last = self.position()
+        behind = self.store.head_position() - last
         done = 0
         registry = self.trial.registry_at(last) if last else SignerRegistry()
-        while True:
-            page = self.store.page(after=last, limit=PAGE)
-            if not page:
-                return done
-            try:
-                self._project_page(page, registry)
-            except IntegrityError:
-                # Another process projected this page first; start again from where it got to.
-                last = self.position()
-                registry = self.trial.registry_at(last)
-                continue
-            last = page[-1].position
-            done += len(page)
-            if on_progress:
-                on_progress(len(page))
+        with SignatureChecks(jobs if behind >= PARALLEL_FROM else 1) as checks:
+            while True:
+                page = self.store.page(after=last, limit=PAGE)
+                if not page:
+                    break
+                try:
+                    self._project_page(page, registry, checks)
+                except IntegrityError:
+                    # Another process projected this page first; go on from where it got to.
+                    last = self.position()
+                    registry = self.trial.registry_at(last)
+                    continue
+                last = page[-1].position
+                done += len(page)
+                if on_progress:
+                    on_progress(len(page))
+        self._refresh_derived(registry)
+        return done
 
-    def _project_page(self, page: list[Record], registry: SignerRegistry) -> None:
+    def _project_page(self, page: list[Record], registry: SignerRegistry, checks: SignatureChecks) -> None:
+        decoded: list[tuple[Record, Envelope, audit.Signer, bytes | None]] = []
+        for record in page:
+            try:
+                env = record.envelope()
+            except Exception:  # noqa: BLE001 - a damaged row is verify's to report, not ours to crash on
+                continue
+            signer, public = self._signer(registry, env)
+            decoded.append((record, env, signer, public))
+            if env.stream == STUDY_STREAM:
+                registry.observe(env)
+        pending = checks.submit([(pub, rec) for rec, _env, _s, pub in decoded])
         cache: dict[str, dict[str, Any]] = {}
-        audit_rows: list[dict[str, Any]] = []
-        touched: set[str] = set()
+        targets: list[dict[str, Any] | None] = []
         recompute_all = False
         with self.store.write_transaction() as c:
-            for record in page:
-                try:
-                    env = record.envelope()
-                except Exception:  # noqa: BLE001 - a damaged row is verify's to report, not ours to crash on
-                    continue
-                signer, verified = self._signer(registry, env, record)
+            for record, env, _signer, _pub in decoded:
                 target_data = None
                 if env.stream != STUDY_STREAM:
                     st = cache.get(env.stream) or self._load_state(c, env.stream)
@@ -101,22 +133,40 @@ class Projections:
                     target = st["entries"].get(str(env.data.get("target_event_id")))
                     target_data = dict(target["data"]) if target else None
                     states.apply(st, env, record.position)
-                    touched.add(env.stream)
                 else:
-                    registry.observe(env)
                     recompute_all |= env.type == "ProtocolAmended"
-                audit_rows.extend(audit.rows_for(record, env, signer, verified, target_data))
-            end = page[-1].position
+                targets.append(target_data)
+            verified = pending()
+            rows = [row for (record, env, signer, _pub), ok, target in zip(decoded, verified, targets, strict=True)
+                    for row in audit.rows_for(record, env, signer, ok, target)]
             self._write_states(c, cache)
-            self._write_audit(c, audit_rows)
+            self._write_audit(c, rows)
+            dirty = sorted(cache)
             if recompute_all:
-                touched |= {row["participant"] for row in self._fetch_c(c, f"SELECT participant FROM {self.names['participants']}")}
-            if registry.protocol is not None:
-                self._write_deviations(c, sorted(touched), end, registry.protocol)
-            self._write_summary(c, registry)
-            self.tracking._insert_tracking(c, Tracking(TRACKING_NAME, end))
+                dirty = [r["participant"] for r in self._fetch_c(c, f"SELECT participant FROM {self.names['participants']}")]
+            c.executemany(self.store.sql(f"INSERT INTO {self.names['dirty']} (participant) VALUES (?) "
+                                         "ON CONFLICT (participant) DO NOTHING"), [(p,) for p in dirty])
+            self.tracking._insert_tracking(c, Tracking(TRACKING_NAME, page[-1].position))
 
-    def _signer(self, registry: SignerRegistry, env: Envelope, record: Record) -> tuple[audit.Signer, bool]:
+    def _refresh_derived(self, registry: SignerRegistry) -> None:
+        """Recompute deviations of dirty participants, then the summary."""
+        if registry.protocol is None:
+            return
+        upto = self.position()
+        while True:
+            rows = self.store.fetch(f"SELECT participant FROM {self.names['dirty']} ORDER BY participant LIMIT 500")
+            if not rows:
+                break
+            batch = [r["participant"] for r in rows]
+            with self.store.write_transaction() as c:
+                self._write_deviations(c, batch, upto, registry.protocol)
+                c.executemany(self.store.sql(f"DELETE FROM {self.names['dirty']} WHERE participant = ?"),
+                              [(p,) for p in batch])
+        with self.store.write_transaction() as c:
+            self._write_summary(c, registry)
+
+    def _signer(self, registry: SignerRegistry, env: Envelope) -> tuple[audit.Signer, bytes | None]:
+        """Who signed, as the registry knew them then, and the key their signature must verify under."""
         try:
             public = registry.authorise(env)
         except Unauthorised:
@@ -128,12 +178,7 @@ class Projections:
             signer = audit.Signer(entry.user_id, entry.name, entry.role)
         else:
             signer = audit.Signer(env.author, "(unknown signer)", "(none)")
-        verified = (
-            public is not None
-            and link_hash(record.state, record.prev_hash) == record.hash
-            and verify_signature(public, record.signature, record.hash)
-        )
-        return signer, verified
+        return signer, public
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -147,10 +192,11 @@ class Projections:
 
     def _write_states(self, c: Any, cache: dict[str, dict[str, Any]]) -> None:
         statement = self.store.sql(
-            f"INSERT INTO {self.names['participants']} (participant, status, site, state) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (participant) DO UPDATE SET status = excluded.status, site = excluded.site, "
-            "state = excluded.state")
-        c.executemany(statement, [(p, s["status"], s["site"], json.dumps(s, sort_keys=True))
+            f"INSERT INTO {self.names['participants']} (participant, status, site, state, counts) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (participant) DO UPDATE SET status = excluded.status, "
+            "site = excluded.site, state = excluded.state, counts = excluded.counts")
+        c.executemany(statement, [(p, s["status"], s["site"], json.dumps(s, sort_keys=True),
+                                   json.dumps(counts(s), sort_keys=True))
                                   for p, s in sorted(cache.items())])
 
     def _write_audit(self, c: Any, rows: list[dict[str, Any]]) -> None:
@@ -172,7 +218,7 @@ class Projections:
                   d.message) for n, d in enumerate(found)])
 
     def _write_summary(self, c: Any, registry: SignerRegistry) -> None:
-        all_states = [json.loads(r["state"]) for r in self._fetch_c(c, f"SELECT state FROM {self.names['participants']}")]
+        all_states = [json.loads(r["counts"]) for r in self._fetch_c(c, f"SELECT counts FROM {self.names['participants']}")]
         devs = [dict(r) for r in self._fetch_c(c, f"SELECT kind, important FROM {self.names['deviations']}")]
         target = registry.protocol.target_enrolment if registry.protocol else None
         summary = summarise(all_states, devs, target)
@@ -182,13 +228,13 @@ class Projections:
 
     # -- rebuild -------------------------------------------------------------------------------
 
-    def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
-        tracking_table = self.store.table(getattr(self.tracking, "tracking_table_name", "tracking"))
+    def rebuild(self, on_progress: Callable[[int], None] | None = None, jobs: int | None = None) -> int:
+        """Drop every projection table (so tampered or outdated ones go too) and project the whole log."""
         with self.store.write_transaction() as c:
-            for name in self.names.values():
-                c.execute(f"DELETE FROM {name}")
-            c.execute(self.store.sql(f"DELETE FROM {tracking_table} WHERE application_name = ?"), (TRACKING_NAME,))
-        return self.catch_up(on_progress)
+            self._drop(c)
+            for ddl in DDL:
+                c.execute(ddl.format(**self.names))
+        return self.catch_up(on_progress, jobs)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -198,7 +244,7 @@ class Projections:
         return json.loads(rows[0]["state"]) if rows else None
 
     def participants(self, status: str | None = None) -> list[dict[str, Any]]:
-        statement = f"SELECT participant, status, site, state FROM {self.names['participants']}"
+        statement = f"SELECT participant, status, site, counts FROM {self.names['participants']}"
         params: tuple[Any, ...] = ()
         if status:
             statement += " WHERE status = ?"
@@ -206,12 +252,10 @@ class Projections:
         rows = self.store.fetch(statement + " ORDER BY participant", params)
         out = []
         for row in rows:
-            st = json.loads(row["state"])
+            st = json.loads(row["counts"])
             out.append({"participant": row["participant"], "status": row["status"], "site": row["site"],
-                        "consent": st["consent"]["status"],
-                        "doses": sum(1 for d in st["doses"] if not d["voided"]),
-                        "adverse_events": sum(1 for a in st["adverse_events"].values() if not a["voided"]),
-                        "events": st["events"]})
+                        "consent": st["consent"], "doses": sum(st["doses"].values()),
+                        "adverse_events": len(st["adverse_events"]), "events": st["events"]})
         return out
 
     def deviations(self, participant: str | None = None) -> list[dict[str, Any]]:
@@ -262,6 +306,6 @@ class Projections:
     def table_dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every projection table's rows, in key order (used to compare rebuild with incremental)."""
         order = {"participants": "participant", "audit": "position, seq", "deviations": "participant, seq",
-                 "summary": "name"}
+                 "summary": "name", "dirty": "participant"}
         return {t: [tuple(dict(r).values()) for r in self.store.fetch(f"SELECT * FROM {self.names[t]} ORDER BY {order[t]}")]
                 for t in TABLES}

@@ -8,7 +8,6 @@ it stays listed: originals are never hidden.
 
 from __future__ import annotations
 
-import copy
 from datetime import date, datetime
 from typing import Any
 
@@ -44,7 +43,7 @@ def apply(state: dict[str, Any], env: Envelope, position: int) -> dict[str, Any]
     state["events"] += 1
     state["last_position"] = position
     data = env.data
-    state["entries"][env.event_id] = {"type": env.type, "data": copy.deepcopy(data), "voided": False,
+    state["entries"][env.event_id] = {"type": env.type, "data": dict(data), "voided": False,
                                       "corrections": 0, "occurred_at": env.occurred_at}
     handler = _HANDLERS.get(env.type)
     if handler is not None:

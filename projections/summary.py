@@ -6,13 +6,30 @@ from collections import Counter
 from typing import Any
 
 
+def counts(state: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers of one participant that the summary and the participant list need."""
+    return {
+        "status": state["status"],
+        "consent": state["consent"]["status"],
+        "screened": bool(state["criteria"]) or state["status"] in ("screen_failed", "eligible"),
+        "enrolled": bool(state.get("enrolled")),
+        "doses": dict(Counter(str(d["dose_number"]) for d in state["doses"] if not d["voided"])),
+        "adverse_events": [[a.get("grade"), bool(a.get("serious"))]
+                           for a in state["adverse_events"].values() if not a["voided"]],
+        "events": state["events"],
+    }
+
+
 def summarise(states: list[dict[str, Any]], deviations: list[dict[str, Any]], target: int | None) -> dict[str, Any]:
+    """``states`` are per-participant ``counts``."""
     statuses = Counter(s["status"] for s in states)
-    screened = sum(1 for s in states if s["criteria"] or s["status"] in ("screen_failed", "eligible"))
-    enrolled = sum(1 for s in states if s.get("enrolled"))
-    doses = Counter(str(d["dose_number"]) for s in states for d in s["doses"] if not d["voided"])
-    grades = Counter(str(a.get("grade")) for s in states for a in s["adverse_events"].values() if not a["voided"])
-    serious = sum(1 for s in states for a in s["adverse_events"].values() if not a["voided"] and a.get("serious"))
+    screened = sum(1 for s in states if s["screened"])
+    enrolled = sum(1 for s in states if s["enrolled"])
+    doses: Counter[str] = Counter()
+    for s in states:
+        doses.update(s["doses"])
+    grades = Counter(str(grade) for s in states for grade, _serious in s["adverse_events"])
+    serious = sum(1 for s in states for _grade, is_serious in s["adverse_events"] if is_serious)
     kinds = Counter(d["kind"] for d in deviations)
     return {
         "participants": len(states),
