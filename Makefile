@@ -21,5 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Heavy measurements, never part of `make test`. BENCH_ARGS='--sizes 10000' for a quick run.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) demo-ledger.db* .pytest_cache

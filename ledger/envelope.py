@@ -8,7 +8,6 @@ participants: the domain decides what a stream is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +47,8 @@ class Envelope(BaseModel):
 
     @classmethod
     def from_canonical(cls, blob: bytes) -> Envelope:
-        """Parse stored bytes; raises ValueError (or pydantic's subclass of it) when damaged."""
-        return cls.model_validate(json.loads(blob))
+        """Parse stored bytes; raises ValueError (pydantic's ValidationError is one) when damaged."""
+        return cls.model_validate_json(blob)
 
 
 @dataclass(frozen=True, slots=True)

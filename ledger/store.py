@@ -473,6 +473,17 @@ class Store:
 
 def _record(row: Any) -> Record:
     """A row as stored. Damaged columns are kept as found: the verifier reports them."""
+    try:  # the common case: every column has its proper type
+        state, prev, digest, sig = row["state"], row["prev_hash"], row["hash"], row["signature"]
+        if type(state) is bytes and type(prev) is bytes and type(digest) is bytes and type(sig) is bytes:
+            return Record(row["position"], row["originator_id"], row["originator_version"], row["topic"],
+                          row["event_id"], state, prev, digest, sig, row["key_id"])
+    except (KeyError, IndexError):
+        pass
+    return _damaged_record(row)
+
+
+def _damaged_record(row: Any) -> Record:
     def _bytes(v: Any) -> bytes:
         if isinstance(v, (bytes, bytearray, memoryview)):
             return bytes(v)
