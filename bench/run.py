@@ -145,6 +145,15 @@ def plain_store_seconds(db: str, jsonl: Path, n: int) -> float:
     return elapsed / n
 
 
+def plain_store_in_child(db: str, jsonl: Path, n: int) -> float:
+    """Run the storage baseline in its own process, so this process stays small: a child's peak RSS
+    (wait4) counts the memory it was forked with, and every CLI figure is taken from a child."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.run import plain_store_seconds; "
+            f"from pathlib import Path; print(plain_store_seconds({db!r}, Path({str(jsonl)!r}), {n}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 # -- one size on one back end -------------------------------------------------------------------
 
 def measure(backend: str, n: int, work: Path, baselines: dict[str, float]) -> dict[str, Any]:
@@ -160,7 +169,7 @@ def measure(backend: str, n: int, work: Path, baselines: dict[str, float]) -> di
     setup_ledger(db, work)
     print(f"[{tag}] import", flush=True)
     imp = cli(db, "import", str(data), "--key", str(work / "inv.key"))
-    t_plain = plain_store_seconds(plain_db, data, n)
+    t_plain = plain_store_in_child(plain_db, data, n)
     import_rate = n / imp.seconds
     print(f"[{tag}] verify", flush=True)
     v1 = cli(db, "verify", "--jobs", "1")

@@ -13,12 +13,13 @@ from domain.protocol import load_protocol
 from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
-from domain.timeutil import iso, parse_instant, utc_now
+from domain.timeutil import iso, utc_now
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
+from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, proofs, read
+from cli import demo, exports, proofs, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -178,13 +179,21 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
 
 @cli.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@key_option
+@click.option("--key", "key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Your encrypted private key file (not needed for a signed-log migration).")
 @passphrase_file_option
 @click.pass_context
-def import_(ctx: click.Context, file: Path, key: Path, passphrase_file: Path | None) -> None:
-    """Append a JSON Lines file: every line checked first, then all or nothing."""
+def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: Path | None) -> None:
+    """Append a JSON Lines file, all or nothing; or migrate an exported signed log into an empty ledger."""
+    store = open_store(ctx, create=True)
+    if is_signed_log(file):
+        n = import_signed_log(store, file, SignerRegistry())
+        emit(ctx, {"imported": n}, f"imported {n} signed events from {file}, hashes and signatures unchanged")
+        return
+    if key is None:
+        raise click.UsageError("--key is required to import unsigned lines")
     signer = load_signer(key, passphrase_file)
-    trial = Trial(open_store(ctx))
+    trial = Trial(store)
     with progress(ctx, "importing") as tick:
         n = import_file(trial, file, signer, tick)
     emit(ctx, {"imported": n}, f"imported {n} events from {file}")
@@ -245,7 +254,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
     ctx.exit(0 if ok else 1)
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, demo.demo):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo):
     cli.add_command(_command)
 
 

@@ -19,6 +19,9 @@ Each stream is one eventsourcing aggregate: the primary key
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -123,6 +126,12 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             "signature BLOB NOT NULL, key_id TEXT NOT NULL, "
             "PRIMARY KEY (originator_id, originator_version))",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_event_id ON {t} (event_id)",
+            # Append-only: the log refuses UPDATE and DELETE. An attacker with owner
+            # rights can drop these, which is why verify never relies on them.
+            f"CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} "
+            f"BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END",
+            f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} "
+            f"BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END",
         ]
 
     def _insert_events(
@@ -173,6 +182,17 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
                 index=Identifier(f"{self.events_table_name}_event_id_idx"), schema=schema, table=table
             )
         )
+        guard = Identifier(f"{self.events_table_name}_append_only")
+        self.sql_create_statements.append(SQL(
+            "CREATE OR REPLACE FUNCTION {schema}.{guard}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$"
+        ).format(schema=schema, guard=guard))
+        for name, when in (("no_update_delete", "BEFORE UPDATE OR DELETE ON {schema}.{table} FOR EACH ROW"),
+                           ("no_truncate", "BEFORE TRUNCATE ON {schema}.{table} FOR EACH STATEMENT")):
+            self.sql_create_statements.append(SQL(
+                "CREATE OR REPLACE TRIGGER {trigger} " + when + " EXECUTE FUNCTION {schema}.{guard}()"
+            ).format(trigger=Identifier(f"{self.events_table_name}_{name}"), schema=schema, table=table,
+                     guard=guard))
         self.insert_events_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state, "
             "event_id, prev_hash, hash, signature, key_id) "
@@ -224,7 +244,12 @@ class LedgerApp(Application[str]):
     name = "Ledger"
 
 
+LOCK_TIMEOUT_ENV = "TRIAL_LEDGER_LOCK_TIMEOUT"
+
+
 def _env_for(db: str) -> dict[str, str]:
+    """eventsourcing's settings for ``--db``; the write-lock wait comes from $TRIAL_LEDGER_LOCK_TIMEOUT (s)."""
+    lock_timeout = os.environ.get(LOCK_TIMEOUT_ENV, "10")
     base = {
         "MAPPER_TOPIC": "ledger.store:EnvelopeMapper",
         "ORIGINATOR_ID_TYPE": "text",
@@ -241,7 +266,7 @@ def _env_for(db: str) -> dict[str, str]:
             "POSTGRES_USER": unquote(url.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
-            "POSTGRES_LOCK_TIMEOUT": query.get("lock_timeout", ["10"])[0],
+            "POSTGRES_LOCK_TIMEOUT": query.get("lock_timeout", [lock_timeout])[0],
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         })
@@ -249,13 +274,37 @@ def _env_for(db: str) -> dict[str, str]:
         base.update({
             "PERSISTENCE_MODULE": "ledger.store:ChainedSQLiteFactory",
             "SQLITE_DBNAME": db,
-            "SQLITE_LOCK_TIMEOUT": "10",
+            "SQLITE_LOCK_TIMEOUT": lock_timeout,
         })
     return base
 
 
 def is_postgres(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
+
+
+def _log_exists(db: str, env: dict[str, str]) -> bool:
+    """Whether the events table is already there (then no DDL is run on open)."""
+    if not is_postgres(db):
+        if not os.path.exists(db):
+            return False
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+                row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (EVENTS_TABLE,)).fetchone()
+                return row is not None
+        except sqlite3.Error:
+            return False
+    try:
+        with psycopg.connect(
+            host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None, dbname=env["POSTGRES_DBNAME"], connect_timeout=5,
+        ) as conn:
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                               (f'"{env["POSTGRES_SCHEMA"]}".{EVENTS_TABLE}',)).fetchone()
+            return bool(row and row[0])
+    except psycopg.Error as e:
+        raise StoreError(f"--db: cannot reach PostgreSQL: {str(e).strip().splitlines()[0]}") from None
 
 
 def _ensure_schema(env: dict[str, str]) -> None:
@@ -296,7 +345,9 @@ class Store:
     def __init__(self, db: str):
         self.db = db
         env = _env_for(db)
-        if is_postgres(db):
+        if _log_exists(db, env):
+            env["CREATE_TABLE"] = "n"
+        elif is_postgres(db):
             _ensure_schema(env)
         self.app = _open_app(db, env)
         self.recorder = self.app.recorder
@@ -347,6 +398,20 @@ class Store:
                     count += len(batch)
         except IntegrityError:
             raise
+        return count
+
+    def insert_verbatim(self, records: Iterable[Record]) -> int:
+        """Insert already-sealed rows as they are (a verified migration), in one transaction."""
+        statement = self.sql(f"INSERT INTO {self._qualified} (originator_id, originator_version, topic, state, "
+                             "event_id, prev_hash, hash, signature, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        count = 0
+        with self.write_transaction() as c:
+            if self.postgres:
+                self.recorder._lock_table(c)
+            for r in records:
+                c.execute(statement, (r.stream, r.stream_position, r.type, r.state, r.event_id, r.prev_hash,
+                                      r.hash, r.signature, r.key_id))
+                count += 1
         return count
 
     # -- reading ---------------------------------------------------------------------------

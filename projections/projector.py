@@ -53,6 +53,7 @@ class Projections:
         self.store = store
         self.trial = Trial(store)
         self.tracking = store.app.factory.tracking_recorder()
+        self.tracking.create_table()  # the store skips DDL for an existing log; tracking may be new
         self.names = {t: store.table(f"proj_{t}") for t in TABLES}
         self.meta = store.table("proj_meta")
         self.tracking_table = store.table(getattr(self.tracking, "tracking_table_name", "tracking"))
@@ -229,11 +230,16 @@ class Projections:
     # -- rebuild -------------------------------------------------------------------------------
 
     def rebuild(self, on_progress: Callable[[int], None] | None = None, jobs: int | None = None) -> int:
-        """Drop every projection table (so tampered or outdated ones go too) and project the whole log."""
+        """Empty every projection table and the tracked position, then project the whole log.
+
+        Rows are deleted rather than tables dropped, so the least-privilege role
+        (docs/least-privilege.sql), which does not own the tables, can rebuild.
+        """
         with self.store.write_transaction() as c:
-            self._drop(c)
-            for ddl in DDL:
-                c.execute(ddl.format(**self.names))
+            for name in self.names.values():
+                c.execute(f"DELETE FROM {name}")
+            c.execute(self.store.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
+                      (TRACKING_NAME,))
         return self.catch_up(on_progress, jobs)
 
     # -- reading -------------------------------------------------------------------------------

@@ -156,6 +156,18 @@ def register(trial: Trial, keys: Keys, participant: str, sex: str = "M", birth_y
                          occurred_at="2010-09-01T09:00:00+08:00"), keys.signers["inv1"])
 
 
+def as_owner(store: Store) -> Store:
+    """Drop the append-only guards, as an attacker with owner rights on the database can."""
+    t = store.table("ledger_events")
+    if store.postgres:
+        store.execute_raw(f"DROP TRIGGER IF EXISTS ledger_events_no_update_delete ON {t}")
+        store.execute_raw(f"DROP TRIGGER IF EXISTS ledger_events_no_truncate ON {t}")
+    else:
+        store.execute_raw("DROP TRIGGER IF EXISTS ledger_events_no_update")
+        store.execute_raw("DROP TRIGGER IF EXISTS ledger_events_no_delete")
+    return store
+
+
 def event_count(db: str) -> int:
     store = Store(db)
     try:

@@ -13,7 +13,7 @@ from domain.service import Command, Trial
 from ledger.keys import fingerprint, generate
 from ledger.proofs import ProofError, verify_bundle
 from ledger.store import Store
-from tests.conftest import Cli, Keys, register
+from tests.conftest import Cli, Keys, as_owner, register
 
 LAB = {"analyte": "FBG", "value": 8.0, "unit": "mmol/L"}
 
@@ -52,7 +52,7 @@ def test_extend_truncate_and_since(trial: Trial, keys: Keys, run: Cli, tmp_path:
     full = run.json("verify", "--checkpoint", str(cp))
     assert since["tree_root"] == full["tree_root"] and full["events"] == trial.store.count()
     # delete the newest stored row: the chain alone cannot see it, the checkpoint can
-    store = trial.store
+    store = as_owner(trial.store)
     newest = list(store.records())[-1]
     assert run("verify").exit_code == 0
     cp2 = tmp_path / "cp2.txt"
@@ -148,7 +148,7 @@ def test_rebuild_repairs_the_stored_tree(trial: Trial, keys: Keys, run: Cli, tmp
     add_labs(trial, keys, 4)
     cp = tmp_path / "cp.txt"
     make_checkpoint(run, keys, cp)
-    store = trial.store
+    store = as_owner(trial.store)
     store.execute_raw(f"UPDATE {store.table('merkle_nodes')} SET hash = ?", (b"\x00" * 32,))
     assert run("verify", "--checkpoint", str(cp), "--since-checkpoint").exit_code == 1
     assert run("verify", "--checkpoint", str(cp)).exit_code == 0  # the full check never trusts the cache

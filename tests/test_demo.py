@@ -69,6 +69,9 @@ def test_flipping_one_byte_fails_verify(demo_dir: tuple[Path, str], tmp_path: Pa
     src.backup(dst)
     src.close()
     assert run(tmp_path, "--db", str(copy), "verify").returncode == 0
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        dst.execute("UPDATE ledger_events SET state = x'00' WHERE rowid = 500")
+    dst.execute("DROP TRIGGER ledger_events_no_update")  # an attacker with owner rights
     row = dst.execute("SELECT rowid, state FROM ledger_events WHERE rowid = 500").fetchone()
     flipped = bytearray(row[1])
     flipped[40] ^= 0x01

@@ -20,7 +20,7 @@ from ledger.envelope import Envelope, Record
 from ledger.store import Store
 from ledger.verify import Report, verify_records
 from domain.signers import SignerRegistry
-from tests.conftest import Cli, Keys, register
+from tests.conftest import Cli, Keys, as_owner, register
 
 COLUMNS = ("state", "prev_hash", "hash", "signature", "key_id", "event_id", "originator_id",
            "originator_version", "topic")
@@ -69,7 +69,7 @@ def mutate_and_check(store: Store, position: int, column: str, mutate: Callable[
 
 def test_every_byte_flip_of_every_row_is_detected_at_its_position(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=3, labs=3)
-    store = trial.store
+    store = as_owner(trial.store)
     positions = [r.position for r in store.records()]
     assert verify(store).ok
     rng = random.Random(1)
@@ -86,7 +86,7 @@ def test_every_byte_flip_of_every_row_is_detected_at_its_position(trial: Trial, 
 
 def test_deleting_any_row_but_the_newest_is_detected(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=3, labs=2)
-    store = trial.store
+    store = as_owner(trial.store)
     records = list(store.records())
     table, pc, ph = store._qualified, pos_col(store), "?"
     for i, rec in enumerate(records[:-1]):
@@ -110,7 +110,7 @@ def _reinsert(store: Store, rec: Record, row: dict[str, object]) -> None:
 
 def test_deleting_the_last_event_of_a_participant_stream_is_detected(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=2, labs=2)
-    store = trial.store
+    store = as_owner(trial.store)
     last_of_first = [r for r in store.records() if r.stream == "S01-000"][-1]
     store.execute_raw(f"DELETE FROM {store._qualified} WHERE event_id = ?", (last_of_first.event_id,))
     report = verify(store)
@@ -119,7 +119,7 @@ def test_deleting_the_last_event_of_a_participant_stream_is_detected(trial: Tria
 
 def test_swapping_two_payloads_is_detected(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=2, labs=2)
-    store = trial.store
+    store = as_owner(trial.store)
     a, b = [r for r in store.records() if r.type == "LabResultRecorded"][:2]
     ph, pc = "?", pos_col(store)
     store.execute_raw(f"UPDATE {store._qualified} SET state = {ph} WHERE {pc} = {ph}", (b.state, a.position))
@@ -130,7 +130,7 @@ def test_swapping_two_payloads_is_detected(trial: Trial, keys: Keys) -> None:
 
 def test_row_signed_by_unregistered_key_is_detected(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=1, labs=1)
-    store = trial.store
+    store = as_owner(trial.store)
     outsider = keys.signers["outsider"]
     env = Envelope(event_id=str(uuid.uuid4()), type="LabResultRecorded", stream="S01-000", position=3,
                    occurred_at="2010-09-02T08:00:00+08:00", recorded_at="2010-09-02T08:00:00+00:00",
@@ -144,7 +144,7 @@ def test_row_signed_by_unregistered_key_is_detected(trial: Trial, keys: Keys) ->
 
 
 def test_changing_a_signers_role_is_detected(trial: Trial, keys: Keys) -> None:
-    store = trial.store
+    store = as_owner(trial.store)
     registration = next(r for r in store.records() if r.type == "SignerRegistered" and b'"mon1"' in r.state)
     forged = registration.state.replace(b'"role":"monitor"', b'"role":"investigator"')
     assert forged != registration.state
@@ -156,7 +156,7 @@ def test_changing_a_signers_role_is_detected(trial: Trial, keys: Keys) -> None:
 
 def test_garbage_rows_are_findings_not_crashes(trial: Trial, keys: Keys) -> None:
     build(trial, keys, participants=1, labs=1)
-    store = trial.store
+    store = as_owner(trial.store)
     target = list(store.records())[-1]
     for garbage in (b"", b"\xff\xfe\x00", b"[]", b'{"type": 1}', b"{" * 5000, b"null"):
         store.execute_raw(f"UPDATE {store._qualified} SET state = ? WHERE event_id = ?",
@@ -171,7 +171,7 @@ def test_large_ledger_sampled_rows(sqlite_db: str, keys: Keys) -> None:
 
     trial = initialise(sqlite_db, keys)
     build(trial, keys, participants=20, labs=10)  # 226 events
-    store = trial.store
+    store = as_owner(trial.store)
     positions = [r.position for r in store.records()]
     assert len(positions) >= 200
     rng = random.Random(7)
