@@ -40,6 +40,8 @@ class MerkleLog:
         self.store = store
         self.names = {t: store.table(f"merkle_{t}") for t in ("leaves", "nodes", "checkpoints")}
         blob = "BYTEA" if store.postgres else "BLOB"
+        if store.table_exists("merkle_checkpoints"):
+            return
         with store.write_transaction() as c:
             for ddl in DDL:
                 c.execute(ddl.format(blob=blob, **self.names))

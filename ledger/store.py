@@ -427,6 +427,12 @@ class Store:
         """One stream's rows with their global positions, in stream order."""
         return self._query("WHERE originator_id = ? ORDER BY originator_version", (stream,))
 
+    def table_exists(self, name: str) -> bool:
+        if self.postgres:
+            rows = self.fetch("SELECT to_regclass(?) IS NOT NULL AS e", (self.table(name),))
+            return bool(rows[0]["e"])
+        return bool(self.fetch("SELECT 1 AS e FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
     def stream_position_at(self, stream: str, position: int) -> int:
         """A stream's last stream position among rows at or before global ``position``."""
         rows = self.fetch(f"SELECT MAX(originator_version) AS v FROM {self._qualified} "

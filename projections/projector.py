@@ -57,6 +57,8 @@ class Projections:
         self.names = {t: store.table(f"proj_{t}") for t in TABLES}
         self.meta = store.table("proj_meta")
         self.tracking_table = store.table(getattr(self.tracking, "tracking_table_name", "tracking"))
+        if self._current_schema():
+            return  # nothing to create: the least-privilege role may not run DDL on tables it does not own
         with store.write_transaction() as c:
             c.execute(f"CREATE TABLE IF NOT EXISTS {self.meta} (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             rows = self._fetch_c(c, f"SELECT value FROM {self.meta} WHERE name = 'schema_version'")
@@ -67,6 +69,12 @@ class Projections:
                           (SCHEMA_VERSION,))
             for ddl in DDL:
                 c.execute(ddl.format(**self.names))
+
+    def _current_schema(self) -> bool:
+        if not (self.store.table_exists("proj_meta") and self.store.table_exists("proj_dirty")):
+            return False
+        rows = self.store.fetch(f"SELECT value FROM {self.meta} WHERE name = 'schema_version'")
+        return bool(rows) and rows[0]["value"] == SCHEMA_VERSION
 
     def _drop(self, c: Any) -> None:
         """Forget every projection table and the tracked position; they are rebuilt from the log."""

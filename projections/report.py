@@ -98,10 +98,9 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     for row in projections.participants():
         pid = row["participant"]
         if as_of is not None:
-            try:
-                st = state_at(trial, pid, as_of=as_of)
-            except Exception:  # noqa: BLE001 - not yet in the ledger at that time
-                continue
+            st = state_at(trial, pid, as_of=as_of)
+            if st["events"] == 0:
+                continue  # not yet in the ledger at that time
             devs = st["deviations"]
         else:
             st = projections.participant(pid) or {}

@@ -105,7 +105,11 @@ def mutate_log(conn: sqlite3.Connection, rng: random.Random, kind: str) -> None:
             b = bytearray(value)
             b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
             new = bytes(b)
-        conn.execute(f"UPDATE ledger_events SET {cols[col]} = ? WHERE rowid = ?", (new, rows[r][0]))
+        try:
+            conn.execute(f"UPDATE ledger_events SET {cols[col]} = ? WHERE rowid = ?", (new, rows[r][0]))
+        except sqlite3.IntegrityError:  # the flip hit another row's key, e.g. S01-000 -> S01-001
+            conn.execute(f"UPDATE ledger_events SET {cols[col]} = {cols[col]} || '~' WHERE rowid = ?",
+                         (rows[r][0],))
     elif kind == "delete":
         r = rng.randrange(n - 1)  # the newest alone is only visible with a checkpoint: see "truncate"
         conn.execute("DELETE FROM ledger_events WHERE rowid = ?", (rows[r][0],))

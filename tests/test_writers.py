@@ -37,7 +37,7 @@ WRITER = textwrap.dedent("""
 def run_writers(db: str, keys: Keys, tmp_path: Path, writers: int, per_writer: int) -> list[str]:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    users = ["inv1", "lab1", "coord1", "inv1"][:writers]
+    users = ["inv1", "coord1", "inv1", "coord1"][:writers]  # roles that may register participants
     procs = [subprocess.Popen([sys.executable, str(script), db, str(keys.path(u)), PASSPHRASE, str(n), str(per_writer)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n, u in enumerate(users)]
