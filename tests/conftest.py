@@ -81,16 +81,18 @@ class Keys:
 _KEY_CACHE: dict[str, tuple[Signer, bytes, str]] = {}
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    """Keys for admin, each role, and an outsider; generated once per session (PBKDF2 is slow on purpose)."""
-    out = Keys(tmp_path / "keys")
+def make_keys(directory: Path) -> Keys:
+    """Key files for admin, each role and an outsider, in ``directory``.
+
+    Keys are generated once per session and copied, because PBKDF2 at
+    600,000 rounds is slow on purpose.
+    """
+    out = Keys(directory / "keys")
     out.dir.mkdir()
-    users = ("admin", "inv1", "coord1", "lab1", "pharm1", "mon1", "outsider")
-    for user in users:
+    for user in ("admin", "inv1", "coord1", "lab1", "pharm1", "mon1", "outsider"):
         if user not in _KEY_CACHE:
             signer = generate()
-            path = tmp_path / f"cache-{user}.key"
+            path = directory / f"cache-{user}.key"
             write_key_pair(signer, user, path, PASSPHRASE)
             _KEY_CACHE[user] = (signer, path.read_bytes(), (path.with_name(path.name + ".pub")).read_text())
         signer, blob, pub = _KEY_CACHE[user]
@@ -100,6 +102,11 @@ def keys(tmp_path: Path) -> Keys:
         key_path.with_name(key_path.name + ".pub").write_text(pub)
         out.signers[user] = signer
     return out
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return make_keys(tmp_path)
 
 
 USER_ROLES = {"inv1": "investigator", "coord1": "coordinator", "lab1": "lab", "pharm1": "pharmacy", "mon1": "monitor"}

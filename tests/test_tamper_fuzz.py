@@ -21,7 +21,7 @@ from domain.signers import SignerRegistry
 from ledger.store import Store
 from ledger.verify_log import verify_log
 from projections.projector import Projections
-from tests.conftest import Cli, Keys, as_owner, initialise, register
+from tests.conftest import Cli, Keys, as_owner, initialise, make_keys, register
 
 LOG_MUTATIONS = 300
 PROJECTION_MUTATIONS = 60
@@ -43,7 +43,7 @@ TRIED: dict[str, int] = {"log": 0, "projections": 0}
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
 
     work = tmp_path_factory.mktemp("fuzz")
-    keys = _module_keys(work)
+    keys = make_keys(work)
     db = str(work / "pristine.db")
     trial = initialise(db, keys)
     for p in range(4):
@@ -60,28 +60,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]
     as_owner(trial.store)
     trial.store.close()
     return Path(db), (work / "cp.txt").read_text(), dump
-
-
-def _module_keys(work: Path) -> Keys:
-    from tests import conftest
-
-    keys_dir = work / "keys"
-    keys_dir.mkdir()
-    out = conftest.Keys(keys_dir)
-    from ledger.keys import generate, write_key_pair
-
-    for user in ("admin", "inv1", "coord1", "lab1", "pharm1", "mon1", "outsider"):
-        if user not in conftest._KEY_CACHE:
-            signer = generate()
-            path = work / f"cache-{user}.key"
-            write_key_pair(signer, user, path, conftest.PASSPHRASE)
-            conftest._KEY_CACHE[user] = (signer, path.read_bytes(), path.with_name(path.name + ".pub").read_text())
-        signer, blob, pub = conftest._KEY_CACHE[user]
-        out.path(user).write_bytes(blob)
-        out.path(user).chmod(0o600)
-        out.path(user).with_name(out.path(user).name + ".pub").write_text(pub)
-        out.signers[user] = signer
-    return out
 
 
 def copy_of(pristine_db: Path, target: Path) -> sqlite3.Connection:
