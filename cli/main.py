@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from domain.events import MEANINGS
+from domain.events import CATALOGUE, MEANINGS, json_schema
 from domain.protocol import load_protocol
 from domain.importer import import_file
 from domain.service import Command, Trial
@@ -252,6 +252,18 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         extra = " and the log extends the checkpoint" if cp is not None else ""
         click.echo(f"OK: every hash link, signature and authorisation verifies{extra}")
     ctx.exit(0 if ok else 1)
+
+
+@cli.command("schema")
+@click.argument("type_name", metavar="[TYPE]", required=False, type=click.Choice(list(CATALOGUE)))
+def schema(type_name: str | None) -> None:
+    """JSON Schema of one event type's payload, or of every type's, keyed by type.
+
+    What `append --data` and `import` lines must hold; the same pydantic
+    models check them, so the schema cannot drift from the checks.
+    """
+    payload = json_schema(type_name) if type_name else {name: json_schema(name) for name in CATALOGUE}
+    click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
 for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo):

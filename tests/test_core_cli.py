@@ -162,3 +162,20 @@ def test_json_output_of_signer_list_is_parseable(run: Cli, keys: Keys, tmp_path:
     rows = run.json("signer", "list")
     assert {r["user_id"] for r in rows} == {"admin", "inv1"}
     assert json.dumps(rows)
+
+
+def test_schema_prints_the_payload_models(tmp_path: Path) -> None:
+    """`schema` is generated from the same pydantic models that check `append --data`."""
+    from domain.events import CATALOGUE
+
+    run = Cli(str(tmp_path / "never-created.db"))
+    every = json.loads(run("schema").stdout)
+    assert set(every) == set(CATALOGUE)
+    lab = json.loads(run("schema", "LabResultRecorded").stdout)
+    assert lab == every["LabResultRecorded"]
+    assert lab["additionalProperties"] is False
+    assert {"analyte", "value", "unit"} <= set(lab["required"])
+    assert every["AdverseEventReported"]["properties"]["grade"]["maximum"] == 5
+    r = run("schema", "NoSuchType")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "NoSuchType" in r.stderr
+    assert not (tmp_path / "never-created.db").exists()
