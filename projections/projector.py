@@ -115,7 +115,8 @@ class Projections:
                 done += len(page)
                 if on_progress:
                     on_progress(len(page))
-        self._refresh_derived(registry)
+        if done or not self._derived_current():
+            self._refresh_derived(registry)
         return done
 
     def _project_page(self, page: list[Record], registry: SignerRegistry, checks: SignatureChecks) -> None:
@@ -155,7 +156,13 @@ class Projections:
                 dirty = [r["participant"] for r in self._fetch_c(c, f"SELECT participant FROM {self.names['participants']}")]
             c.executemany(self.store.sql(f"INSERT INTO {self.names['dirty']} (participant) VALUES (?) "
                                          "ON CONFLICT (participant) DO NOTHING"), [(p,) for p in dirty])
+            c.execute(f"DELETE FROM {self.names['summary']}")  # stale until _refresh_derived writes it again
             self.tracking._insert_tracking(c, Tracking(TRACKING_NAME, page[-1].position))
+
+    def _derived_current(self) -> bool:
+        """Nothing left dirty and a summary written: a read with nothing new to project does no work."""
+        return not self.store.fetch(f"SELECT participant FROM {self.names['dirty']} LIMIT 1") and \
+            bool(self.store.fetch(f"SELECT name FROM {self.names['summary']} LIMIT 1"))
 
     def _refresh_derived(self, registry: SignerRegistry) -> None:
         """Recompute deviations of dirty participants, then the summary."""
@@ -228,7 +235,8 @@ class Projections:
 
     def _write_summary(self, c: Any, registry: SignerRegistry) -> None:
         all_states = [json.loads(r["counts"]) for r in self._fetch_c(c, f"SELECT counts FROM {self.names['participants']}")]
-        devs = [dict(r) for r in self._fetch_c(c, f"SELECT kind, important FROM {self.names['deviations']}")]
+        devs = [(r["kind"], bool(r["important"]), int(r["n"])) for r in self._fetch_c(
+            c, f"SELECT kind, important, COUNT(*) AS n FROM {self.names['deviations']} GROUP BY kind, important")]
         target = registry.protocol.target_enrolment if registry.protocol else None
         summary = summarise(all_states, devs, target)
         c.execute(self.store.sql(f"DELETE FROM {self.names['summary']}"))

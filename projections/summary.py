@@ -20,8 +20,13 @@ def counts(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarise(states: list[dict[str, Any]], deviations: list[dict[str, Any]], target: int | None) -> dict[str, Any]:
-    """``states`` are per-participant ``counts``."""
+def summarise(states: list[dict[str, Any]], deviations: list[tuple[str, bool, int]],
+              target: int | None) -> dict[str, Any]:
+    """``states`` are per-participant ``counts``; ``deviations`` are (kind, important, how many).
+
+    Deviations come pre-counted because a large ledger can hold one per event:
+    the summary must not read them all into memory.
+    """
     statuses = Counter(s["status"] for s in states)
     screened = sum(1 for s in states if s["screened"])
     enrolled = sum(1 for s in states if s["enrolled"])
@@ -30,7 +35,9 @@ def summarise(states: list[dict[str, Any]], deviations: list[dict[str, Any]], ta
         doses.update(s["doses"])
     grades = Counter(str(grade) for s in states for grade, _serious in s["adverse_events"])
     serious = sum(1 for s in states for _grade, is_serious in s["adverse_events"] if is_serious)
-    kinds = Counter(d["kind"] for d in deviations)
+    kinds: Counter[str] = Counter()
+    for kind, _important, n in deviations:
+        kinds[kind] += n
     return {
         "participants": len(states),
         "by_status": dict(sorted(statuses.items())),
@@ -43,7 +50,7 @@ def summarise(states: list[dict[str, Any]], deviations: list[dict[str, Any]], ta
         "adverse_events": sum(grades.values()),
         "adverse_events_by_grade": dict(sorted(grades.items())),
         "serious_adverse_events": serious,
-        "deviations": len(deviations),
-        "important_deviations": sum(1 for d in deviations if d["important"]),
+        "deviations": sum(n for _kind, _important, n in deviations),
+        "important_deviations": sum(n for _kind, important, n in deviations if important),
         "deviations_by_kind": dict(sorted(kinds.items())),
     }

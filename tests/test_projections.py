@@ -147,6 +147,15 @@ def test_summary_matches_counts_from_raw_events(trial: Trial, keys: Keys, run: C
     assert summary["serious_adverse_events"] == 1
     devs = json.loads(run("--json", "deviations").stdout)
     assert summary["deviations"] == len(devs) > 0
+    assert summary["important_deviations"] == sum(d["important"] for d in devs)
+    assert summary["deviations_by_kind"] == dict(sorted(Counter(d["kind"] for d in devs).items()))
+    # a crash after a page was projected but before the summary was rewritten leaves it empty, not stale
+    proj = Projections(trial.store)
+    trial.store.execute_raw(f"DELETE FROM {proj.names['summary']}")
+    assert run.json("summary") == summary
+    # and a new event reaches the summary on the next read
+    register(trial, keys, "S01-099")
+    assert run.json("summary")["participants"] == summary["participants"] + 1
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
