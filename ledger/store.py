@@ -23,7 +23,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,7 @@ from ledger.chain import GENESIS_PREV_HASH, link_hash
 from ledger.envelope import Envelope, Record
 from ledger.errors import StoreBusy, StoreError
 from ledger.keys import Signer
+from ledger.signing_pool import SigningPool
 
 EVENTS_TABLE = "ledger_events"
 EXTRA_COLUMNS = ("event_id", "prev_hash", "hash", "signature", "key_id")
@@ -73,18 +74,27 @@ class Sealer:
         self.envelopes = envelopes
 
     def seal(self, head: bytes, stored: Sequence[StoredEvent]) -> list[Seal]:
+        links = self.chain(head, stored)
+        return self.seals(links, [self.signer.sign(digest) for _prev, digest in links])
+
+    def chain(self, head: bytes, stored: Sequence[StoredEvent]) -> list[tuple[bytes, bytes]]:
+        """(prev_hash, hash) of each event from ``head`` on; no signature is needed for the next link."""
         if len(stored) != len(self.envelopes):
             raise ProgrammingError("sealer and stored events differ in length")
-        seals = []
+        links = []
         prev = head
-        key_id = self.signer.key_id
         for envelope, event in zip(self.envelopes, stored, strict=True):
             if (event.originator_id, event.originator_version) != (envelope.stream, envelope.position):
                 raise ProgrammingError("sealer and stored events are out of step")
             digest = link_hash(event.state, prev)
-            seals.append(Seal(envelope.event_id, prev, digest, self.signer.sign(digest), key_id))
+            links.append((prev, digest))
             prev = digest
-        return seals
+        return links
+
+    def seals(self, links: Sequence[tuple[bytes, bytes]], signatures: Sequence[bytes]) -> list[Seal]:
+        key_id = self.signer.key_id
+        return [Seal(envelope.event_id, prev, digest, signature, key_id)
+                for envelope, (prev, digest), signature in zip(self.envelopes, links, signatures, strict=True)]
 
 
 class EnvelopeMapper(Mapper[str]):
@@ -154,6 +164,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                         head: bytes) -> tuple[list[int], bytes]:
         """Chain and sign at ``head`` and insert; the caller holds the write lock."""
         seals = sealer.seal(head, stored_events)
+        return self.insert_sealed(c, stored_events, seals), seals[-1].hash if seals else head
+
+    def insert_sealed(self, c: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
         ids = []
         for s, seal in zip(stored_events, seals, strict=True):
             c.execute(
@@ -162,7 +175,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                  seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id),
             )
             ids.append(c.lastrowid)
-        return ids, seals[-1].hash if seals else head
+        return ids
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -221,13 +234,17 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
                         head: bytes) -> tuple[list[int], bytes]:
         """Chain and sign at ``head`` and insert (ids are fetched by the caller); the table is locked."""
         seals = sealer.seal(head, stored_events)
+        self.insert_sealed(curs, stored_events, seals)
+        return [], seals[-1].hash if seals else head
+
+    def insert_sealed(self, curs: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
         columns = list(zip(*[
             (s.originator_id, s.originator_version, s.topic, s.state,
              seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id)
             for s, seal in zip(stored_events, seals, strict=True)
         ]))
         curs.execute(self.insert_events_statement, [list(col) for col in columns])
-        return [], seals[-1].hash if seals else head
+        return []
 
 
 class ChainedSQLiteFactory(SQLiteFactory):
@@ -385,20 +402,33 @@ class Store:
         assert isinstance(recorder, (ChainedSQLiteApplicationRecorder, ChainedPostgresApplicationRecorder))
         mapper = self.app.mapper
         count = 0
-        try:
-            with self.write_transaction() as c:
-                if self.postgres:
-                    recorder._lock_table(c)
-                head = recorder.read_head(c)
-                for batch in batches:
-                    if not batch:
-                        continue
-                    stored = [mapper.to_stored_event(e) for e in batch]
-                    _ids, head = recorder.seal_and_insert(c, stored, Sealer(signer, batch), head)
-                    count += len(batch)
-        except IntegrityError:
-            raise
+        pending: tuple[list[StoredEvent], Sealer, list[tuple[bytes, bytes]], Callable[[], list[bytes]]] | None = None
+        with SigningPool(signer) as signing, self.write_transaction() as c:
+            if self.postgres:
+                recorder._lock_table(c)
+            head = recorder.read_head(c)
+            # Batch k is chained here and signed by a worker while the loop pulls
+            # (decides) batch k+1; it is inserted once its signatures are back.
+            for batch in batches:
+                if not batch:
+                    continue
+                stored = [mapper.to_stored_event(e) for e in batch]
+                sealer = Sealer(signer, batch)
+                links = sealer.chain(head, stored)
+                head = links[-1][1]
+                signatures = signing.submit([digest for _prev, digest in links])
+                if pending is not None:
+                    self._insert_pending(c, pending)
+                pending = (stored, sealer, links, signatures)
+                count += len(batch)
+            if pending is not None:
+                self._insert_pending(c, pending)
         return count
+
+    def _insert_pending(self, c: Any, pending: tuple[list[StoredEvent], Sealer, list[tuple[bytes, bytes]],
+                                                     Callable[[], list[bytes]]]) -> None:
+        stored, sealer, links, signatures = pending
+        self.recorder.insert_sealed(c, stored, sealer.seals(links, signatures()))  # type: ignore[attr-defined]
 
     def insert_verbatim(self, records: Iterable[Record]) -> int:
         """Insert already-sealed rows as they are (a verified migration), in one transaction."""
