@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from domain.service import Command, Trial
 from domain.signers import SignerRegistry
 from ledger.store import Store
 from ledger.verify import verify_records
-from tests.conftest import Cli, Keys, as_owner, initialise, register
+from tests.conftest import Cli, Keys, as_owner, event_count, initialise, register
 
 
 def test_world_readable_key_gets_a_warning(trial: Trial, keys: Keys, run: Cli) -> None:
@@ -60,6 +61,33 @@ def test_captured_event_replayed_elsewhere_is_detected(trial: Trial, keys: Keys)
     assert "hash mismatch" in reasons and "stored stream" in reasons
 
 
+def test_captured_event_replayed_through_import_is_refused(keys: Keys, sqlite_db: str, tmp_path: Path) -> None:
+    """The only way in for someone else's signed bytes is the signed-log migration; replays are refused there."""
+    trial = initialise(sqlite_db, keys)
+    register(trial, keys, "S01-001")
+    register(trial, keys, "S01-002")
+    trial.append(Command("LabResultRecorded", "S01-001", {"analyte": "FBG", "value": 8.0, "unit": "mmol/L"}),
+                 keys.signers["lab1"])
+    trial.store.close()
+    assert Cli(sqlite_db)("export", "--format", "jsonl", "--out", str(tmp_path / "log.jsonl")).exit_code == 0
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    captured = json.loads(lines[-1])
+    assert '"S01-001"' in captured["state"]
+    moved = {**captured, "state": captured["state"].replace('"S01-001"', '"S01-002"')}
+    forgeries = {
+        "another position": [*lines, json.dumps(captured)],        # the same signed row again, at the head
+        "another participant": [*lines[:-1], json.dumps(moved)],   # its participant changed, signature kept
+    }
+    for name, forged in forgeries.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(forged) + "\n")
+        target = str(tmp_path / f"{name}.db")
+        r = Cli(target)("import", str(path))
+        assert r.exit_code == 3, (name, r.output)
+        assert r.stderr.startswith(f"error: line {len(forged)}:") and r.stderr.count("\n") == 1, (name, r.stderr)
+        assert event_count(target) == 0, name
+
+
 def test_sqlite_log_refuses_update_and_delete(keys: Keys, sqlite_db: str) -> None:
     initialise(sqlite_db, keys).store.close()
     conn = sqlite3.connect(sqlite_db)
@@ -72,7 +100,7 @@ def test_sqlite_log_refuses_update_and_delete(keys: Keys, sqlite_db: str) -> Non
 
 @pytest.mark.postgres
 def test_postgres_app_runs_as_insert_select_role(pg_server: str, keys: Keys, tmp_path: Path) -> None:
-    """The documented least-privilege role (docs/security.md) runs every command; UPDATE/DELETE are refused."""
+    """The documented least-privilege role (docs/least-privilege.sql) runs every command; UPDATE/DELETE are refused."""
     schema, role = f"lp_{uuid.uuid4().hex[:8]}", f"tl_app_{uuid.uuid4().hex[:8]}"
     owner_url = f"{pg_server}?schema={schema}"
     trial = initialise(owner_url, keys)  # the owner creates the tables once
