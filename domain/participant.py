@@ -1,7 +1,7 @@
 """The participant aggregate: one stream per participant, and the refusals of SPEC §4.
 
 It is rebuilt by folding the participant's envelopes and keeps only what the
-refusal rules need (event types, authors, voids, AE ids), so a long import
+refusal rules need (event types, authors, voids, AE grades), so a long import
 can check thousands of participants in bounded memory. What happened but
 breaks the protocol is not refused here: see ``domain.rules``.
 """
@@ -24,6 +24,8 @@ from domain.timeutil import parse_instant
 
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UNCORRECTABLE = ("EntryCorrected", "EntryVoided", "ParticipantRegistered")
+AE_EVENTS = ("AdverseEventReported", "AdverseEventUpdated")
+RELATEDNESS_ORDER = ("unrelated", "unlikely", "possible", "probable", "definite")
 
 
 def check_participant_id(participant: object) -> str:
@@ -52,7 +54,9 @@ class Participant:
     sex: str | None = None
     entries: dict[str, EntryFacts] = field(default_factory=dict)
     voided: set[str] = field(default_factory=set)
-    ae_ids: set[str] = field(default_factory=set)
+    # ae_id -> [(event_id, that event's grade/serious/relatedness)], so corrections and voids of
+    # any AE entry are reflected in the AE's current values (see ``ae_current``).
+    aes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
 
     @classmethod
     def replay(cls, participant: str, envelopes: list[Envelope]) -> Participant:
@@ -73,8 +77,23 @@ class Participant:
             self.sex = data.get("sex")
         elif env.type == "EntryVoided":
             self.voided.add(str(data.get("target_event_id")))
-        elif env.type == "AdverseEventReported":
-            self.ae_ids.add(str(data.get("ae_id")))
+            for entries in self.aes.values():
+                entries[:] = [(eid, f) for eid, f in entries if eid != data.get("target_event_id")]
+        elif env.type == "EntryCorrected":
+            for entries in self.aes.values():
+                for eid, fields in entries:
+                    if eid == data.get("target_event_id"):
+                        fields.update({k: v for k, v in dict(data.get("changes") or {}).items() if k in DOWNGRADABLE})
+        if env.type in AE_EVENTS:
+            self.aes.setdefault(str(data.get("ae_id")), []).append(
+                (env.event_id, {k: data[k] for k in DOWNGRADABLE if data.get(k) is not None}))
+
+    def ae_current(self, ae_id: str) -> dict[str, Any]:
+        """An AE's grade, seriousness and relatedness as the record now stands."""
+        current: dict[str, Any] = {}
+        for _event_id, fields in self.aes.get(ae_id, []):
+            current.update(fields)
+        return current
 
     # -- refusals (SPEC §4) ---------------------------------------------------------------
 
@@ -99,8 +118,12 @@ class Participant:
             check_against_protocol(self, payload, protocol)
         if type_name in ("EntryCorrected", "EntryVoided"):
             self._check_target(type_name, payload, author, own_entries_only)
-        if type_name == "AdverseEventUpdated" and payload["ae_id"] not in self.ae_ids:
-            raise InputRefused(f"data.ae_id: no adverse event {payload['ae_id']!r} was reported for {self.id}")
+        if type_name == "AdverseEventUpdated":
+            if payload["ae_id"] not in self.aes:
+                raise InputRefused(f"data.ae_id: no adverse event {payload['ae_id']!r} was reported for {self.id}")
+            lowered = downgrades(self.ae_current(payload["ae_id"]), payload)
+            if lowered and not (reason and reason.strip()):
+                raise InputRefused(f"reason: a downgrade ({'; '.join(lowered)}) of {payload['ae_id']} requires a reason")
         return payload
 
     def _check_target(self, type_name: str, payload: dict[str, Any], author: str, own_only: bool) -> None:
@@ -116,6 +139,24 @@ class Participant:
             raise InputRefused(f"data.target_event_id: your role may only {type_name[5:].lower()} its own entries")
         if type_name == "EntryCorrected":
             validate_changes(target.type, payload["changes"])
+
+
+DOWNGRADABLE = ("grade", "serious", "relatedness")
+
+
+def downgrades(current: dict[str, Any], update: dict[str, Any]) -> list[str]:
+    """What an AE update lowers: grade, seriousness or causality (an inspector asks for a reason each time)."""
+    lowered = []
+    old, new = current.get("grade"), update.get("grade")
+    if old is not None and new is not None and new < old:
+        lowered.append(f"grade {old} -> {new}")
+    if current.get("serious") is True and update.get("serious") is False:
+        lowered.append("serious -> not serious")
+    old, new = current.get("relatedness"), update.get("relatedness")
+    if old in RELATEDNESS_ORDER and new in RELATEDNESS_ORDER and \
+            RELATEDNESS_ORDER.index(new) < RELATEDNESS_ORDER.index(old):
+        lowered.append(f"relatedness {old} -> {new}")
+    return lowered
 
 
 def validate_changes(target_type: str, changes: dict[str, Any]) -> None:

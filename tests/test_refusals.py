@@ -181,3 +181,32 @@ def test_time_without_offset(ready: tuple[Trial, Keys, Cli]) -> None:
     refused(run, "append", "LabResultRecorded", "--participant", "S01-001", "--data", LAB,
             "--occurred-at", "2010-09-01T08:00:00", *key(keys, "lab1"), needle="no UTC offset")
 
+
+
+def test_ae_downgrade_without_a_reason(ready: tuple[Trial, Keys, Cli]) -> None:
+    """REGULATIONS: any downgrade of grade, seriousness or causality carries a reason and a name."""
+    trial, keys, run = ready
+    run("append", "AdverseEventReported", "--participant", "S01-001", "--data", json.dumps({
+        "ae_id": "AE1", "term": "pancreatitis", "grade": 3, "serious": True, "relatedness": "probable",
+        "expected": False, "awareness_at": "2010-09-03T08:00:00+08:00"}), *key(keys, "inv1"))
+
+    def update(data: dict[str, object], *reason: str) -> list[str]:
+        return ["append", "AdverseEventUpdated", "--participant", "S01-001", "--data",
+                json.dumps({"ae_id": "AE1", **data}), *reason, *key(keys, "inv1")]
+
+    refused(run, *update({"grade": 2}), needle="grade 3 -> 2")
+    refused(run, *update({"serious": False}), needle="serious -> not serious")
+    refused(run, *update({"relatedness": "unlikely"}), needle="relatedness probable -> unlikely")
+    refused(run, *update({"grade": 2}, "--reason", "  "), needle="requires a reason")
+    # an upgrade, or a field that is no downgrade, needs no reason
+    assert run(*update({"grade": 4, "relatedness": "definite"})).exit_code == 0
+    assert run(*update({"term": "acute pancreatitis"})).exit_code == 0
+    # the current grade is now 4: 3 is a downgrade from there
+    refused(run, *update({"grade": 3}), needle="grade 4 -> 3")
+    assert run(*update({"grade": 3}, "--reason", "CT: oedematous, not necrotising")).exit_code == 0
+    # a correction of the last update back to grade 4 (it carries its own reason) moves the baseline
+    last = list(trial.store.records())[-1]
+    assert run("append", "EntryCorrected", "--participant", "S01-001", "--reason", "transcription error",
+               "--data", json.dumps({"target_event_id": last.event_id, "changes": {"grade": 4}}),
+               *key(keys, "inv1")).exit_code == 0
+    refused(run, *update({"grade": 3}), needle="grade 4 -> 3")
