@@ -26,6 +26,7 @@ PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UNCORRECTABLE = ("EntryCorrected", "EntryVoided", "ParticipantRegistered")
 AE_EVENTS = ("AdverseEventReported", "AdverseEventUpdated")
 RELATEDNESS_ORDER = ("unrelated", "unlikely", "possible", "probable", "definite")
+DOWNGRADABLE = ("grade", "serious", "relatedness")
 
 
 def check_participant_id(participant: object) -> str:
@@ -54,9 +55,10 @@ class Participant:
     sex: str | None = None
     entries: dict[str, EntryFacts] = field(default_factory=dict)
     voided: set[str] = field(default_factory=set)
-    # ae_id -> [(event_id, that event's grade/serious/relatedness)], so corrections and voids of
-    # any AE entry are reflected in the AE's current values (see ``ae_current``).
-    aes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    # ae_id -> its AE entries' event ids, in log order; and each AE entry's grade, seriousness and
+    # relatedness as corrected since. ``ae_current`` folds them, skipping voided entries.
+    aes: dict[str, list[str]] = field(default_factory=dict)
+    ae_values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def replay(cls, participant: str, envelopes: list[Envelope]) -> Participant:
@@ -77,22 +79,20 @@ class Participant:
             self.sex = data.get("sex")
         elif env.type == "EntryVoided":
             self.voided.add(str(data.get("target_event_id")))
-            for entries in self.aes.values():
-                entries[:] = [(eid, f) for eid, f in entries if eid != data.get("target_event_id")]
         elif env.type == "EntryCorrected":
-            for entries in self.aes.values():
-                for eid, fields in entries:
-                    if eid == data.get("target_event_id"):
-                        fields.update({k: v for k, v in dict(data.get("changes") or {}).items() if k in DOWNGRADABLE})
+            corrected = self.ae_values.get(str(data.get("target_event_id")))
+            if corrected is not None:
+                corrected.update({k: v for k, v in dict(data.get("changes") or {}).items() if k in DOWNGRADABLE})
         if env.type in AE_EVENTS:
-            self.aes.setdefault(str(data.get("ae_id")), []).append(
-                (env.event_id, {k: data[k] for k in DOWNGRADABLE if data.get(k) is not None}))
+            self.aes.setdefault(str(data.get("ae_id")), []).append(env.event_id)
+            self.ae_values[env.event_id] = {k: data[k] for k in DOWNGRADABLE if data.get(k) is not None}
 
     def ae_current(self, ae_id: str) -> dict[str, Any]:
         """An AE's grade, seriousness and relatedness as the record now stands."""
         current: dict[str, Any] = {}
-        for _event_id, fields in self.aes.get(ae_id, []):
-            current.update(fields)
+        for event_id in self.aes.get(ae_id, []):
+            if event_id not in self.voided:
+                current.update(self.ae_values[event_id])
         return current
 
     # -- refusals (SPEC §4) ---------------------------------------------------------------
@@ -140,8 +140,6 @@ class Participant:
         if type_name == "EntryCorrected":
             validate_changes(target.type, payload["changes"])
 
-
-DOWNGRADABLE = ("grade", "serious", "relatedness")
 
 
 def downgrades(current: dict[str, Any], update: dict[str, Any]) -> list[str]:
