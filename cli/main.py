@@ -185,15 +185,14 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
 @click.pass_context
 def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: Path | None) -> None:
     """Append a JSON Lines file, all or nothing; or migrate an exported signed log into an empty ledger."""
-    store = open_store(ctx, create=True)
     if is_signed_log(file):
-        n = import_signed_log(store, file, SignerRegistry())
+        n = import_signed_log(file, SignerRegistry(), lambda: open_store(ctx, create=True))
         emit(ctx, {"imported": n}, f"imported {n} signed events from {file}, hashes and signatures unchanged")
         return
     if key is None:
         raise click.UsageError("--key is required to import unsigned lines")
     signer = load_signer(key, passphrase_file)
-    trial = Trial(store)
+    trial = Trial(open_store(ctx))
     with progress(ctx, "importing") as tick:
         n = import_file(trial, file, signer, tick)
     emit(ctx, {"imported": n}, f"imported {n} events from {file}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,14 +59,20 @@ def _records(path: Path) -> Iterator[Record]:
                 raise InputRefused(f"line {number}: not a signed-log row") from None
 
 
-def import_signed_log(store: Store, path: Path, authority: Authority, jobs: int | None = None) -> int:
-    """Verify every row of an exported log, then write them verbatim into an empty ledger."""
-    if store.count():
-        raise InputRefused("--db: a signed log can only be imported into an empty ledger")
+def import_signed_log(path: Path, authority: Authority, open_target: Callable[[], Store],
+                      jobs: int | None = None) -> int:
+    """Verify every row of an exported log, then write them verbatim into an empty ledger.
+
+    The target is opened only once the file has verified, so a refused file
+    leaves no new database behind.
+    """
     report = verify_records(_records(path), authority, jobs=jobs)
     if report.events == 0:
         raise InputRefused(f"{path}: no events to import")
     if not report.ok:
         first = report.sorted()[0]
         raise InputRefused(f"line {first.position}: {first.reason}")
+    store = open_target()
+    if store.count():
+        raise InputRefused("--db: a signed log can only be imported into an empty ledger")
     return store.insert_verbatim(_records(path))

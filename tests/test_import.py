@@ -67,6 +67,18 @@ def test_a_bad_line_writes_nothing(trial: Trial, keys: Keys, run: Cli, tmp_path:
     assert event_count(run.db) == before
 
 
+def test_import_into_a_missing_ledger_creates_nothing(keys: Keys, tmp_path: Path) -> None:
+    """A refused import leaves no new database behind, whether the key or the ledger is missing."""
+    path = tmp_path / "in.jsonl"
+    write_lines(path, participants=1, labs=1)
+    run = Cli(str(tmp_path / "absent.db"))
+    r = run("import", str(path))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--key" in r.stderr, r.stderr
+    r = run("import", str(path), "--key", str(keys.path("inv1")))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "no ledger there" in r.stderr, r.stderr
+    assert not (tmp_path / "absent.db").exists()
+
+
 def test_non_utf8_and_overlong_lines(trial: Trial, keys: Keys, run: Cli, tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"type": "\xff"}\n')

@@ -86,6 +86,7 @@ def test_signed_log_round_trip_keeps_every_hash(demo: Path, tmp_path: Path) -> N
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     r = tl("--db", str(tmp_path / "other.db"), "import", str(tmp_path / "bad.jsonl"), cwd=demo)
     assert r.returncode == 3 and "line 41: signature" in r.stderr
+    assert not (tmp_path / "other.db").exists()  # the target is opened only once the file has verified
     assert Store(str(tmp_path / "other.db")).count() == 0
 
 

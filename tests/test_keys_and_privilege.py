@@ -85,6 +85,7 @@ def test_captured_event_replayed_through_import_is_refused(keys: Keys, sqlite_db
         r = Cli(target)("import", str(path))
         assert r.exit_code == 3, (name, r.output)
         assert r.stderr.startswith(f"error: line {len(forged)}:") and r.stderr.count("\n") == 1, (name, r.stderr)
+        assert not Path(target).exists(), name
         assert event_count(target) == 0, name
 
 
