@@ -25,7 +25,8 @@ NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
 
 
 def tl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "TRIAL_LEDGER_PASSPHRASE": "demo-passphrase"}  # the demo keys' passphrase
+    return subprocess.run([BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("inspector")
     r = tl("--db", "demo.db", "demo", cwd=cwd)
     assert r.returncode == 0, r.stderr
-    assert tl("--db", "demo.db", "checkpoint", "--key", "demo-keys/admin-sponsor.key", "--out", "cp.txt",
-              cwd=cwd).returncode == 0 or True
+    r = tl("--db", "demo.db", "checkpoint", "--key", "demo-keys/admin-sponsor.key", "--out", "cp.txt", cwd=cwd)
+    assert r.returncode == 0, r.stderr
     return cwd
 
 
@@ -138,6 +139,8 @@ def test_report_renders_in_headless_chromium(demo: Path, tmp_path: Path) -> None
         assert f'id="timeline-{p}"' in dom, p
     assert dom.count('class="dev deviation-row"') == 4
     assert "dose 2 on study day 9" in dom and "VERIFIED" in dom
+    checkpoint = (demo / "cp.txt").read_text()
+    assert checkpoint.splitlines()[2] in dom  # the latest checkpoint's root, as the inspector holds it
 
 
 def test_report_as_of_and_at_a_thousand_participants(tmp_path: Path) -> None:
