@@ -457,6 +457,11 @@ class Store:
         """One stream's rows with their global positions, in stream order."""
         return self._query("WHERE originator_id = ? ORDER BY originator_version", (stream,))
 
+    def streams(self) -> list[str]:
+        """Every stream's id, sorted."""
+        rows = self.fetch(f"SELECT DISTINCT originator_id AS s FROM {self._qualified} ORDER BY originator_id")
+        return [r["s"] for r in rows]
+
     def table_exists(self, name: str) -> bool:
         if self.postgres:
             rows = self.fetch("SELECT to_regclass(?) IS NOT NULL AS e", (self.table(name),))

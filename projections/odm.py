@@ -206,6 +206,4 @@ class OdmWriter:
 
 
 def participants_of(trial: Trial) -> list[str]:
-    rows = trial.store.fetch(f"SELECT DISTINCT originator_id AS p FROM {trial.store._qualified} "
-                             "WHERE originator_id <> ? ORDER BY originator_id", (STUDY_STREAM,))
-    return [r["p"] for r in rows]
+    return [s for s in trial.store.streams() if s != STUDY_STREAM]

@@ -19,6 +19,7 @@ from domain.service import Trial
 from domain.signers import SignerRegistry, STUDY_STREAM
 from ledger.merkle_log import MerkleLog
 from ledger.verify_log import verify_log
+from projections import audit as audit_rows
 from projections.projector import Projections
 from projections.timetravel import state_at
 
@@ -94,6 +95,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
+    until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -105,8 +107,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         else:
             st = projections.participant(pid) or {}
             devs = projections.deviations(pid)
-        audit = [a for a in projections.audit(participant=pid)
-                 if as_of is None or datetime.fromisoformat(a["recorded_at"]) <= as_of]
+        audit = list(projections.audit(participant=pid, until_us=until_us))
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol)})
     deviations = [d for p in participants for d in p["deviations"]]

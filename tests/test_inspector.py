@@ -143,6 +143,18 @@ def test_report_renders_in_headless_chromium(demo: Path, tmp_path: Path) -> None
     assert checkpoint.splitlines()[2] in dom  # the latest checkpoint's root, as the inspector holds it
 
 
+def test_report_as_of_shows_the_audit_trail_as_it_stood(demo: Path, tmp_path: Path) -> None:
+    when = "2010-09-13T09:00:00+08:00"
+    r = tl("--db", "demo.db", "report", "--out", str(tmp_path / "then.html"), "--as-of", when, cwd=demo)
+    assert r.returncode == 0, r.stderr
+    then = (tmp_path / "then.html").read_text()
+    held = json.loads(tl("--db", "demo.db", "--json", "audit", "--participant", "S01-003", "--until", when,
+                         cwd=demo).stdout)
+    everything = json.loads(tl("--db", "demo.db", "--json", "audit", "--participant", "S01-003", cwd=demo).stdout)
+    assert 0 < len(held) < len(everything)
+    assert f"audit trail of S01-003 ({len(held)} rows)" in then
+
+
 def test_report_as_of_and_at_a_thousand_participants(tmp_path: Path) -> None:
     rows = []
     for p in range(1000):
