@@ -80,6 +80,9 @@ class Projections:
         """Forget every projection table and the tracked position; they are rebuilt from the log."""
         for name in self.names.values():
             c.execute(f"DROP TABLE IF EXISTS {name}")
+        self._forget_position(c)
+
+    def _forget_position(self, c: Any) -> None:
         c.execute(self.store.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"), (TRACKING_NAME,))
 
     # -- catching up ---------------------------------------------------------------------------
@@ -254,8 +257,7 @@ class Projections:
         with self.store.write_transaction() as c:
             for name in self.names.values():
                 c.execute(f"DELETE FROM {name}")
-            c.execute(self.store.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
-                      (TRACKING_NAME,))
+            self._forget_position(c)
         return self.catch_up(on_progress, jobs)
 
     # -- reading -------------------------------------------------------------------------------
