@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
-from ledger.errors import LedgerError, UsageProblem
+from ledger.errors import InputRefused, LedgerError, UsageProblem
 from ledger.keys import Signer, is_world_readable, read_private
 from ledger.store import Store, is_postgres
+
+from cli.refusals import note_attempt, note_key, record_refusal
 
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 
@@ -41,6 +43,8 @@ class LedgerGroup(click.Group):
             return super().invoke(ctx)
         except LedgerError as e:
             click.echo(f"error: {e}", err=True)
+            if isinstance(e, InputRefused):
+                record_refusal(ctx, str(e))
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -63,6 +67,7 @@ def open_store(ctx: click.Context, *, create: bool = False) -> Store:
         raise UsageProblem(f"--db {db}: no ledger there (create one with `trial-ledger init`)")
     store = Store(db)
     ctx.call_on_close(store.close)
+    ctx.obj["ledger_opened"] = True  # a refusal after this point may be logged (cli.refusals)
     return store
 
 
@@ -83,7 +88,10 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
 def load_signer(key: Path, passphrase_file: Path | None) -> Signer:
     if is_world_readable(key):
         click.echo(f"warning: key file {key} is readable by other users; run chmod 600 {key}", err=True)
-    return read_private(key, passphrase(passphrase_file))
+    note_key(key)
+    signer = read_private(key, passphrase(passphrase_file))
+    note_key(key, signer.key_id)
+    return signer
 
 
 @contextmanager
