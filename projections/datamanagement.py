@@ -191,6 +191,48 @@ class DataManagement:
         }
 
 
-def load(store: Any) -> DataManagement:
-    """Fold the whole log of ``store`` (recomputed on each read)."""
-    return DataManagement.fold(store.records())
+def load(store: Any, until_recorded: datetime | None = None) -> DataManagement:
+    """Fold the whole log of ``store`` (recomputed on each read), optionally as recorded by a time."""
+    if until_recorded is None:
+        return DataManagement.fold(store.records())
+    return DataManagement.fold(r for r in store.records() if _recorded_by(r, until_recorded))
+
+
+def _recorded_by(record: Record, until: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(record.envelope().recorded_at) <= until
+    except Exception:  # noqa: BLE001 - a damaged row is verify's to report
+        return False
+
+
+def load_participant(store: Any, participant: str, *, until_position: int | None = None,
+                     until_recorded: datetime | None = None) -> DataManagement:
+    """Fold one participant's stream and the study stream (locks), in global order, optionally up to a
+    log position or a recorded time: what ``show`` needs, without reading the whole log."""
+    records = sorted([*store.stream_records(participant), *store.stream_records(STUDY_STREAM)],
+                     key=lambda r: r.position)
+    dm = DataManagement()
+    for record in records:
+        if until_position is not None and record.position > until_position:
+            break
+        if until_recorded is not None and not _recorded_by(record, until_recorded):
+            continue
+        dm.apply(record)
+    return dm
+
+
+def participant_summary(view: DataManagement, participant: str) -> dict[str, Any]:
+    """What ``show`` and the report print about one participant's data management."""
+    qs = view.queries(participant)
+    return {"signoff": view.signoff(participant), "sdv": view.sdv(participant), "queries": qs,
+            "open_queries": sum(1 for q in qs if q["status"] == "open"), "lock": view.lock(participant)}
+
+
+def describe_signoff(s: dict[str, Any]) -> str:
+    if s["status"] == "not signed":
+        return "not signed"
+    text = f"{s['status'].upper() if s['status'] != 'current' else 'current'}: {s['signed_by']} at {s['signed_at']} " \
+           f"up to position {s['up_to_position']}"
+    if s["status"] == "stale":
+        text += f" (the record changed after it, at position {s['changed_after']})"
+    return text

@@ -20,6 +20,7 @@ from domain.signers import SignerRegistry, STUDY_STREAM
 from ledger.merkle_log import MerkleLog
 from ledger.verify_log import verify_log
 from projections import audit as audit_rows
+from projections import datamanagement as dm
 from projections.projector import Projections
 from projections.timetravel import state_at
 
@@ -96,6 +97,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
     until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
+    dm_view = dm.load(store, until_recorded=as_of)
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -109,7 +111,8 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
             devs = projections.deviations(pid)
         audit = list(projections.audit(participant=pid, until_us=until_us))
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
-                             "timeline": timeline(st, devs, registry.protocol)})
+                             "timeline": timeline(st, devs, registry.protocol),
+                             "dm": dm.participant_summary(dm_view, pid)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -129,4 +132,5 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
+        dm_totals=dm_view.totals(now=as_of),
     )
