@@ -14,6 +14,7 @@ from ledger.errors import InputRefused
 from ledger.keys import write_key_pair
 from ledger.store import is_postgres
 from ledger.verify import verify_records
+from projections.datamanagement import load as load_data_management
 from projections.projector import Projections
 
 from cli.options import open_store
@@ -42,6 +43,7 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     projections = Projections(store)
     projections.catch_up()
     summary = projections.summary()
+    summary["data_management"] = load_data_management(store).totals()
     db = ctx.obj["db"]
     keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))
     keys_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +73,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} show S01-003 --as-of 2010-09-13T09:00:00+08:00",
         f"trial-ledger --db {db} audit --participant S01-003",
         f"trial-ledger --db {db} deviations",
+        f"trial-ledger --db {db} queries",
+        f"trial-ledger --db {db} sdv --participant S01-003",
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):
         click.echo(f"  {line}")

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.keys import Signer
 
+from domain.demo_datamanagement import data_management
 from domain.protocol import Protocol
 from domain.service import Command, Trial
 
@@ -235,4 +236,5 @@ def build(trial: Trial, clock: SimClock, protocol: Protocol, *, seed: int, parti
             batch = []
         if item is not None:
             batch.append(item)
+    data_management(trial, clock, scenario)
     return scenario
