@@ -74,7 +74,7 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} audit --participant S01-003",
         f"trial-ledger --db {db} deviations",
         f"trial-ledger --db {db} queries",
-        f"trial-ledger --db {db} sdv --participant S01-003",
+        f"trial-ledger --db {db} sdv --participant S01-006",
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):
         click.echo(f"  {line}")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SDV_PARTICIPANTS = 6   # the monitor verifies most entries of the first six participants
 SDV_SKIP_EVERY = 7     # ... leaving every seventh entry for the next visit
-STALE_SIGNOFF = 3      # S01-003's D365 C-peptide is corrected after its sign-off
+STALE_SIGNOFF = 6      # S01-006's D365 C-peptide is corrected after its sign-off
 
 
 def data_management(trial: Trial, clock: SimClock, scenario: Scenario) -> None:
