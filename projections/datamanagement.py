@@ -7,7 +7,7 @@ pages with the state serialised between them gives exactly the fold of the whole
 (tested with hypothesis), so it can be materialised later without changing an answer.
 
 Staleness:
-* an SDV of an entry is **stale** once an ``EntryCorrected`` or ``EntryVoided`` of that entry
+* an SDV counts only if its ``target_hash`` is the entry's chain hash; it is **stale** once an ``EntryCorrected`` or ``EntryVoided`` of that entry
   comes later in the participant's stream; a newer ``SourceVerified`` makes it verified again;
 * a sign-off is **stale** once any event of the participant other than data management
   (queries, SDV, sign-off, review) comes after its ``up_to_position``; it is **invalid** if its
@@ -21,10 +21,18 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from domain.datamanagement import CHANGE_TYPES, DM_TYPES, NOT_VERIFIABLE, QUERY_TYPES, casebook_hash
+from domain.datamanagement import (
+    CHANGE_TYPES,
+    DM_TYPES,
+    LOCK_TYPES,
+    NOT_VERIFIABLE,
+    QUERY_TYPES,
+    casebook_hash,
+)
 from domain.signers import STUDY_STREAM
 from ledger.envelope import Record
 
+NEEDS_DATA = (*QUERY_TYPES, "SourceVerified", "CasebookSigned", *CHANGE_TYPES)
 STATUS = {"QueryRaised": "open", "QueryAnswered": "answered", "QueryClosed": "closed", "QueryReopened": "open"}
 
 
@@ -55,6 +63,15 @@ class DataManagement:
         return cls(copy.deepcopy(state))
 
     def apply(self, record: Record) -> None:
+        # Most events matter only by type, place and chain hash: read those columns (bound by verify)
+        # and decode the signed envelope only where its data is needed.
+        if record.stream == STUDY_STREAM and record.type not in LOCK_TYPES:
+            self.state["position"] = record.position
+            return
+        if record.stream != STUDY_STREAM and record.type not in NEEDS_DATA:
+            self.state["position"] = record.position
+            self._entry(record.stream, record.type, record.event_id, record.stream_position, record.hash)
+            return
         try:
             env = record.envelope()
         except Exception:  # noqa: BLE001 - a damaged row is verify's to report
@@ -63,14 +80,9 @@ class DataManagement:
         if env.stream == STUDY_STREAM:
             self._apply_lock(env.type, env.data, env.event_id, env.recorded_at, env.author)
             return
-        p = self.state["participants"].setdefault(env.stream, _empty_participant())
-        p["hashes"].append(record.hash.hex())
+        p = self._entry(env.stream, env.type, env.event_id, env.position, record.hash)
         pos, data = env.position, env.data
         at = {"event_id": env.event_id, "position": pos, "by": env.author, "at": env.recorded_at}
-        if env.type not in DM_TYPES:
-            p["last_change"] = pos
-        if env.type not in NOT_VERIFIABLE:
-            p["entries"][env.event_id] = {"type": env.type, "position": pos, "voided": False}
         if env.type in CHANGE_TYPES:
             target = str(data.get("target_event_id"))
             p["changed_at"][target] = {**at, "type": env.type, "reason": env.reason}
@@ -93,6 +105,17 @@ class DataManagement:
                 q["closed_at"] = env.recorded_at
             elif env.type == "QueryReopened":
                 q.pop("closed_at", None)
+
+    def _entry(self, participant: str, type_name: str, event_id: str, position: int, chain_hash: bytes
+               ) -> dict[str, Any]:
+        p: dict[str, Any] = self.state["participants"].setdefault(participant, _empty_participant())
+        p["hashes"].append(chain_hash.hex())
+        if type_name not in DM_TYPES:
+            p["last_change"] = position
+        if type_name not in NOT_VERIFIABLE:
+            p["entries"][event_id] = {"type": type_name, "position": position, "voided": False,
+                                      "hash": chain_hash.hex()}
+        return p
 
     def _apply_lock(self, type_name: str, data: dict[str, Any], event_id: str, at: str, by: str) -> None:
         locks = self.state["locks"]
@@ -137,6 +160,8 @@ class DataManagement:
         for event_id, entry in p["entries"].items():
             check = p["sdv"].get(event_id)
             change = p["changed_at"].get(event_id)
+            if check is not None and check["target_hash"] != entry["hash"]:
+                check = None  # signed over another hash than the entry's: not a verification of it
             if check is None:
                 if not entry["voided"]:
                     not_verified.append(event_id)

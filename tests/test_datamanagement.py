@@ -399,3 +399,28 @@ def test_security_log_table_is_beside_the_ledger_not_in_it(ready: dict[str, str]
     with sqlite3.connect(run.db) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_info(security_log)")]
     assert "data" not in columns and "reason" in columns  # the payload is never stored
+
+
+def test_an_insider_bypassing_the_checks_gets_no_verification_and_an_invalid_signoff(
+        ready: dict[str, str], keys: Keys, run: Cli) -> None:
+    """A registered monitor/investigator who signs events outside the CLI (valid signatures, wrong hashes)."""
+    import uuid
+
+    from ledger.envelope import Envelope
+
+    store = Store(run.db)
+    now = datetime.now(timezone.utc).isoformat()
+
+    def forge(type_name: str, user: str, data: dict[str, Any], meaning: str) -> None:
+        env = Envelope(event_id=str(uuid.uuid4()), type=type_name, stream="S01-001",
+                       position=store.stream_length("S01-001") + 1, occurred_at=now, recorded_at=now, author=user,
+                       key_id=keys.signers[user].key_id, meaning=meaning, reason=None, data=data)
+        store.append([env], keys.signers[user])
+
+    forge("SourceVerified", "mon1", {"target_event_id": ready["S01-001"], "target_hash": "1" * 64}, "review")
+    forge("CasebookSigned", "inv1", {"up_to_position": 2, "casebook_hash": "2" * 64}, "approval")
+    store.close()
+    assert run("verify").exit_code == 0  # signed by authorised roles: the chain is intact
+    [s] = ok(run, "sdv", "--participant", "S01-001")
+    assert s["verified"] == 0 and s["not_verified"] == 2
+    assert ok(run, "participants")[0]["signoff"] == "invalid"
