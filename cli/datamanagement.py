@@ -8,14 +8,20 @@ from typing import Any
 
 import click
 
+from cli.options import (
+    emit,
+    key_option,
+    load_signer,
+    note_attempt,
+    open_store,
+    passphrase_file_option,
+)
+from cli.read import IsoTime
 from domain.datamanagement import stored_casebook_hash
 from domain.service import Command, Trial
 from ledger import security_log
 from ledger.errors import InputRefused
 from projections import datamanagement as dm
-
-from cli.options import emit, key_option, load_signer, note_attempt, open_store, passphrase_file_option
-from cli.read import IsoTime
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 

@@ -14,7 +14,7 @@ that does not exist (or holds no ledger) logs nothing: a refused command creates
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.store import Store
@@ -38,26 +38,26 @@ class Refusal:
 
 def _ddl(store: Store) -> list[str]:
     t = store.table(TABLE)
+    columns = ("recorded_at TEXT NOT NULL, user_id TEXT, key_id TEXT, command TEXT, event_type TEXT, "
+               "participant TEXT, reason TEXT NOT NULL")
     if store.postgres:
         schema = t.split(".")[0]
         guard = f'{schema}."{TABLE}_append_only"'
+        body = "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$"
         return [
-            f"CREATE TABLE IF NOT EXISTS {t} (id BIGSERIAL PRIMARY KEY, recorded_at TEXT NOT NULL, user_id TEXT, "
-            "key_id TEXT, command TEXT, event_type TEXT, participant TEXT, reason TEXT NOT NULL)",
-            f"CREATE OR REPLACE FUNCTION {guard}() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$",
-            f'CREATE OR REPLACE TRIGGER "{TABLE}_no_update_delete" BEFORE UPDATE OR DELETE ON {t} '
-            f"FOR EACH ROW EXECUTE FUNCTION {guard}()",
-            f'CREATE OR REPLACE TRIGGER "{TABLE}_no_truncate" BEFORE TRUNCATE ON {t} '
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {guard}()",
+            f"CREATE TABLE IF NOT EXISTS {t} (id BIGSERIAL PRIMARY KEY, {columns})",
+            f"CREATE OR REPLACE FUNCTION {guard}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+            (f'CREATE OR REPLACE TRIGGER "{TABLE}_no_update_delete" BEFORE UPDATE OR DELETE ON {t} '
+             f"FOR EACH ROW EXECUTE FUNCTION {guard}()"),
+            (f'CREATE OR REPLACE TRIGGER "{TABLE}_no_truncate" BEFORE TRUNCATE ON {t} '
+             f"FOR EACH STATEMENT EXECUTE FUNCTION {guard}()"),
         ]
     return [
-        f"CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY AUTOINCREMENT, recorded_at TEXT NOT NULL, "
-        "user_id TEXT, key_id TEXT, command TEXT, event_type TEXT, participant TEXT, reason TEXT NOT NULL)",
-        f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {t} "
-        f"BEGIN SELECT RAISE(ABORT, '{TABLE} is append-only'); END",
-        f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {t} "
-        f"BEGIN SELECT RAISE(ABORT, '{TABLE} is append-only'); END",
+        f"CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns})",
+        (f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {t} "
+         f"BEGIN SELECT RAISE(ABORT, '{TABLE} is append-only'); END"),
+        (f"CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {t} "
+         f"BEGIN SELECT RAISE(ABORT, '{TABLE} is append-only'); END"),
     ]
 
 
@@ -98,4 +98,4 @@ def read(store: Store, since: datetime | None = None) -> list[dict[str, Any]]:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

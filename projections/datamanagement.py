@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.datamanagement import (
@@ -99,8 +99,8 @@ class DataManagement:
                                               "raised_by": env.author, "raised_at": env.recorded_at,
                                               "thread": []})
             q["status"] = STATUS[env.type]
-            q["thread"].append({**at, "type": env.type,
-                                **{k: data[k] for k in ("text", "reason", "correction_event_id") if k in data}})
+            said: dict[str, Any] = {k: data[k] for k in ("text", "reason", "correction_event_id") if k in data}
+            q["thread"].append({**at, "type": env.type, **said})
             if env.type == "QueryClosed":
                 q["closed_at"] = env.recorded_at
             elif env.type == "QueryReopened":
@@ -140,7 +140,7 @@ class DataManagement:
     def queries(self, participant: str | None = None, status: str | None = None,
                 now: datetime | None = None) -> list[dict[str, Any]]:
         """Every query with its thread and age in days (until closure, or until ``now`` while open)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         out = []
         for pid in self.participant_ids():
             if participant and pid != participant:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from projections.projector import Projections
 from tests.conftest import Cli, Keys, event_count, initialise, register
 
 T0 = "2010-09-02T09:00:00+08:00"
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 LAB = '{"analyte": "FBG", "value": 8.2, "unit": "mmol/L"}'
 
 
@@ -409,7 +409,7 @@ def test_an_insider_bypassing_the_checks_gets_no_verification_and_an_invalid_sig
     from ledger.envelope import Envelope
 
     store = Store(run.db)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
 
     def forge(type_name: str, user: str, data: dict[str, Any], meaning: str) -> None:
         env = Envelope(event_id=str(uuid.uuid4()), type=type_name, stream="S01-001",
