@@ -14,6 +14,7 @@ from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, utc_now
+from ledger import security_log
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
@@ -76,6 +77,7 @@ def init(ctx: click.Context, protocol_path: Path, study_id: str, admin_id: str, 
     signer = load_signer(key, passphrase_file)
     trial = Trial(open_store(ctx, create=True))
     env = trial.initialise(protocol, study_id=study_id, admin_id=admin_id, admin_name=admin_name, signer=signer)
+    security_log.ensure(trial.store)  # created by the owner with the ledger (docs/least-privilege.sql)
     registry = trial.registry()
     emit(ctx, {"event_id": env.event_id, "root_fingerprint": registry.root_fingerprint,
                "protocol_sha256": protocol.sha256()},

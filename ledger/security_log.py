@@ -7,7 +7,7 @@ and the refusal's one-line reason, and never the payload (it may hold clinical d
 refused). UPDATE and DELETE are refused by triggers, as on the events table; an owner can drop
 the triggers, so this is an operational record, not evidence like the chain.
 
-The table is created on the first refusal in an existing ledger. A refusal against a database
+The table is created by ``init`` (or, for a ledger older than it, on the first refusal). A refusal against a database
 that does not exist (or holds no ledger) logs nothing: a refused command creates nothing.
 """
 
@@ -61,12 +61,19 @@ def _ddl(store: Store) -> list[str]:
     ]
 
 
-def record(store: Store, refusal: Refusal) -> None:
-    """Append one refusal (creating the table in this existing ledger on first use)."""
+def ensure(store: Store) -> None:
+    """Create the table and its guards (``init`` does, so the owner owns them; see docs/least-privilege.sql)."""
+    if store.table_exists(TABLE):
+        return
     with store.write_transaction() as c:
-        if not store.table_exists(TABLE):
-            for statement in _ddl(store):
-                c.execute(statement)
+        for statement in _ddl(store):
+            c.execute(statement)
+
+
+def record(store: Store, refusal: Refusal) -> None:
+    """Append one refusal (creating the table in this existing ledger if ``init`` predates it)."""
+    ensure(store)
+    with store.write_transaction() as c:
         c.execute(store.sql(f"INSERT INTO {store.table(TABLE)} ({', '.join(COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(COLUMNS))})"),
                   tuple(asdict(refusal)[k] for k in COLUMNS))
