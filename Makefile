@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 # Heavy measurements, never part of `make test`. BENCH_ARGS='--sizes 10000' for a quick run.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Fuzzing at full volume (minutes, not hours): the fuzz tests of `make test`, with their full counts.
+FUZZ_TESTS := tests/test_tamper_fuzz.py tests/test_tamper_fuzz_pg.py tests/test_hostile.py
+fuzz: $(STAMP)
+	TRIAL_LEDGER_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 
 clean:
 	rm -rf $(VENV) demo-ledger.db* .pytest_cache
