@@ -23,7 +23,7 @@ test: $(STAMP)
 
 # Heavy measurements, never part of `make test`. BENCH_ARGS='--sizes 10000' for a quick run.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Fuzzing at full volume (minutes, not hours): the fuzz tests of `make test`, with their full counts.
 FUZZ_TESTS := tests/test_tamper_fuzz.py tests/test_tamper_fuzz_pg.py tests/test_hostile.py
