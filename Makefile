@@ -21,6 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff and mypy, configured in pyproject.toml; CI runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 # Heavy measurements, never part of `make test`. BENCH_ARGS='--sizes 10000' for a quick run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
