@@ -19,6 +19,7 @@ from cli.options import (
 from cli.read import IsoTime
 from domain.datamanagement import stored_casebook_hash
 from domain.service import Command, Trial
+from domain.signers import STUDY_STREAM
 from ledger import security_log
 from ledger.errors import InputRefused
 from projections import datamanagement as dm
@@ -107,6 +108,8 @@ def verify_source(ctx: click.Context, event_id: str, key: Path, passphrase_file:
     record = store.record_by_event_id(event_id)
     if record is None:
         raise InputRefused(f"EVENT_ID: no event {event_id} in the ledger")
+    if record.stream == STUDY_STREAM:
+        raise InputRefused(f"EVENT_ID: {event_id} is a study-level event, not a participant's source data")
     note_attempt(ctx, "verify-source", "SourceVerified", record.stream)
     data = {"target_event_id": event_id, "target_hash": record.hash.hex()}
     env = Trial(store).append(Command("SourceVerified", record.stream, data), load_signer(key, passphrase_file))
