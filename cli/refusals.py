@@ -52,6 +52,8 @@ def record_refusal(ctx: click.Context, reason: str) -> None:
     store = None
     try:
         store = Store(obj["db"])
+        if store.head_position() == 0:
+            return  # no ledger here (nothing initialised): a refusal adds no table to it
         user = attempt.get("claimed_user")
         if attempt.get("key_id"):
             entry = SignerRegistry.replay(store.stream(STUDY_STREAM)).signer_for_key(attempt["key_id"])
