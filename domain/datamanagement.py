@@ -34,6 +34,8 @@ QUERY_TYPES = ("QueryRaised", "QueryAnswered", "QueryClosed", "QueryReopened")
 # Events about the record rather than part of it: they never make a sign-off stale.
 DM_TYPES = (*QUERY_TYPES, "SourceVerified", "CasebookSigned", "RecordReviewed")
 CHANGE_TYPES = ("EntryCorrected", "EntryVoided")
+# Statements about the record, superseded by newer ones, never corrected or voided.
+SIGNED_STATEMENTS = (*QUERY_TYPES, "SourceVerified", "CasebookSigned")
 # Entries a monitor verifies against source: clinical data, not corrections or review events.
 NOT_VERIFIABLE = (*DM_TYPES, *CHANGE_TYPES)
 SAFETY_TYPES = ("AdverseEventReported", "AdverseEventUpdated")
@@ -148,6 +150,11 @@ def check(env: Envelope, *, store: Store, registry: SignerRegistry, locks: Locks
     """Refuse a decided data-management envelope that breaks a rule (called once per decided event)."""
     if env.type in LOCK_TYPES:
         _check_lock_event(env, store, locks)
+    elif state is not None and env.type in CHANGE_TYPES:
+        target = state.entries.get(str(env.data.get("target_event_id")))
+        if target is not None and target.type in SIGNED_STATEMENTS:
+            raise InputRefused(f"data.target_event_id: a {target.type} cannot be corrected or voided; "
+                               "append a new one (a query is answered, closed or reopened)")
     elif state is not None and env.type in QUERY_TYPES:
         _check_query(env, registry, state, store)
     elif state is not None and env.type == "SourceVerified":

@@ -157,6 +157,9 @@ def test_sdv_goes_stale_after_a_correction_of_its_entry_only(ready: dict[str, st
 
 def test_sdv_refusals(ready: dict[str, str], keys: Keys, run: Cli) -> None:
     lab = ready["S01-001"]
+    check = ok(run, "verify-source", lab, *key(keys, "mon1"))["event_id"]
+    refused(run, "append", "EntryVoided", "--participant", "S01-001", "--reason", "oops", "--data",
+            json.dumps({"target_event_id": check}), *key(keys, "inv1"), needle="cannot be corrected or voided")
     refused(run, "append", "SourceVerified", "--participant", "S01-001", "--data",
             json.dumps({"target_event_id": lab, "target_hash": "0" * 64}), *key(keys, "mon1"),
             needle="does not match the chain hash")
