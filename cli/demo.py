@@ -12,7 +12,7 @@ from domain.service import Trial
 from domain.signers import SignerRegistry
 from ledger.errors import InputRefused
 from ledger.keys import write_key_pair
-from ledger.store import is_postgres
+from ledger.location import is_postgres
 from ledger.verify import verify_records
 from projections.projector import Projections
 

@@ -14,7 +14,7 @@ import click
 
 from ledger.errors import LedgerError, UsageProblem
 from ledger.keys import Signer, is_world_readable, read_private
-from ledger.store import Store, is_postgres
+from ledger.store import Store
 
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 
@@ -58,10 +58,8 @@ class LedgerGroup(click.Group):
 
 
 def open_store(ctx: click.Context, *, create: bool = False) -> Store:
-    db: str = ctx.obj["db"]
-    if not is_postgres(db) and not create and not Path(db).exists():
-        raise UsageProblem(f"--db {db}: no ledger there (create one with `trial-ledger init`)")
-    store = Store(db)
+    """The ledger at --db; only ``create=True`` (init, demo, import into a new target) may create one."""
+    store = Store(ctx.obj["db"], create=create)
     ctx.call_on_close(store.close)
     return store
 
