@@ -19,8 +19,40 @@ from ledger.store import Store
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 
 
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)
+        ctx.obj["json"] = True
+
+
+def json_option() -> click.Option:
+    """``--json`` after the command: the same switch as ``trial-ledger --json COMMAND``."""
+    return click.Option(["--json"], is_flag=True, expose_value=False, is_eager=True, callback=_set_json,
+                        help="Machine-readable output (same as the group's --json).")
+
+
+def accept_json(command: click.Command) -> None:
+    """Give ``command`` (and every subcommand of a group) a trailing ``--json``, unless it has one."""
+    if not any("--json" in p.opts for p in command.params if isinstance(p, click.Option)):
+        command.params.append(json_option())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_json(sub)
+
+
 class LedgerGroup(click.Group):
-    """Maps every library error to its one-line message and exit code (SPEC §6)."""
+    """Maps every library error to its one-line message and exit code (SPEC §6).
+
+    Every command it resolves accepts ``--json`` after the command too, so a
+    command registered from any module gets it without doing anything.
+    """
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            accept_json(command)
+        return name, command, rest
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Usage errors as one line naming the option (exit 2), instead of click's usage block."""

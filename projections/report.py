@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from domain.service import Trial
 from domain.signers import SignerRegistry, STUDY_STREAM
 from ledger.merkle_log import MerkleLog
+from ledger.verdict import judge
 from ledger.verify_log import verify_log
 from projections import audit as audit_rows
 from projections.projector import Projections
@@ -125,7 +126,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     template = env.get_template("report.html.j2")
     return template.render(
         study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary(), verify=report, root_fingerprint=report.root_fingerprint,
+        summary=projections.summary(), verify=report, verdict=judge(report), root_fingerprint=report.root_fingerprint,
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
