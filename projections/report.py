@@ -22,6 +22,7 @@ from ledger.verdict import judge
 from ledger.verify_log import verify_log
 from projections import audit as audit_rows
 from projections.projector import Projections
+from projections.summary import summarise
 from projections.timetravel import state_at
 
 DOSING = (-30, 20)     # days shown in the left panel
@@ -126,7 +127,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     template = env.get_template("report.html.j2")
     return template.render(
         study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary(), verify=report, verdict=judge(report), root_fingerprint=report.root_fingerprint,
+        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report), root_fingerprint=report.root_fingerprint,
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
