@@ -56,10 +56,11 @@ class LedgerGroup(click.Group):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Usage errors as one line naming the option (exit 2), instead of click's usage block."""
+        run: Any = super().main  # click's overloads do not take *args
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run(*args, standalone_mode=False, **kwargs)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = run(*args, standalone_mode=False, **kwargs)
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
@@ -122,6 +123,7 @@ def progress(ctx: click.Context, label: str, length: int | None = None) -> Itera
     if not sys.stderr.isatty() or ctx.obj.get("json"):
         yield lambda n: None
         return
+    bar: Any
     with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True) as bar:
         yield bar.update
 

@@ -24,7 +24,7 @@ from cli.options import emit, open_store
 TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
 
 
-class IsoTime(click.ParamType):
+class IsoTime(click.ParamType):  # type: ignore[type-arg]
     """An ISO 8601 time with an offset; a time without one is a usage error, never guessed."""
 
     name = "ISO-8601"
@@ -55,6 +55,7 @@ def projections(ctx: click.Context) -> Projections:
 @click.pass_context
 def show(ctx: click.Context, participant: str, as_of: datetime | None, position: int | None) -> None:
     """One participant's current state, or as it stood at --as-of / --position."""
+    st: dict[str, Any] | None
     if as_of is not None or position is not None:
         st = state_at(Trial(open_store(ctx)), participant, as_of=as_of, position=position)
     else:
@@ -63,6 +64,7 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
         if st is None:
             raise InputRefused(f"participant: {participant} is not in the ledger")
         st["deviations"] = proj.deviations(participant)
+    assert st is not None
     public = {k: v for k, v in st.items() if k != "entries"}
     emit(ctx, public, _render_state(public))
 

@@ -25,6 +25,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -84,7 +85,7 @@ class Scenario:
     def new_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def add(self, user: str, type_name: str, pid: str | None, data: dict, when: datetime, *,
+    def add(self, user: str, type_name: str, pid: str | None, data: dict[str, Any], when: datetime, *,
             lag: timedelta | None = None, reason: str | None = None, meaning: str | None = None) -> str:
         event_id = self.new_id()
         recorded = when + (lag if lag is not None else timedelta(hours=self.rng.uniform(0.2, 6)))
@@ -139,7 +140,7 @@ class Scenario:
             if criterion == fails:
                 met = not met
                 failed.append(criterion)
-            data: dict = {"criterion": criterion, "met": met}
+            data: dict[str, Any] = {"criterion": criterion, "met": met}
             if criterion in values:
                 data["value"] = values[criterion]
             if criterion == "E4" and fails == "E4":
@@ -228,7 +229,7 @@ def build(trial: Trial, clock: SimClock, protocol: Protocol, *, seed: int, parti
         scenario.candidate(n)
     scenario.plan.sort()
     batch: list[Planned] = []
-    for item in scenario.plan + [None]:  # type: ignore[list-item]
+    for item in [*scenario.plan, None]:
         if batch and (item is None or item.user != batch[0].user or item.recorded_at != batch[-1].recorded_at):
             clock.now = batch[-1].recorded_at
             trial.append_batch([b.command for b in batch], signers[batch[0].user])

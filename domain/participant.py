@@ -165,7 +165,7 @@ def validate_changes(target_type: str, changes: dict[str, Any]) -> None:
         if info is None:
             raise InputRefused(f"data.changes.{name}: {target_type} has no field {name!r}")
         try:
-            TypeAdapter(Annotated[info.annotation, info]).validate_python(value)
+            TypeAdapter(Annotated[info.annotation, info]).validate_python(value)  # type: ignore[arg-type]
         except ValidationError as e:
             raise InputRefused(f"data.changes.{name}: {e.errors()[0]['msg']}") from None
 

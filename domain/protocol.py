@@ -146,7 +146,7 @@ def parse_protocol(document: dict[str, Any], source: str = "protocol") -> Protoc
         return Protocol.model_validate(document)
     except ValidationError as e:
         first = e.errors()[0]
-        raise InputRefused(f"{source}: {_location(first)}: {first['msg']}") from None
+        raise InputRefused(f"{source}: {_location(dict(first))}: {first['msg']}") from None
 
 
 def load_protocol(path: Path) -> Protocol:

@@ -309,11 +309,12 @@ class Backend:
     def read_cursor(self) -> Iterator[Any]:
         """A cursor for one read-only statement (PostgreSQL: a pooled autocommit connection)."""
         with self.translated():
+            datastore: Any = self.recorder.datastore
             if self.location.postgres:
-                with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                with datastore.get_connection() as conn, conn.cursor() as curs:
                     yield curs
                 return
-            with self.recorder.datastore.transaction(commit=False) as c:
+            with datastore.transaction(commit=False) as c:
                 yield c
 
     @contextmanager

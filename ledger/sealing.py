@@ -20,11 +20,11 @@ class Stored(Protocol):
     """What sealing needs of a stored event (eventsourcing's StoredEvent has these)."""
 
     @property
-    def originator_id(self) -> str: ...  # noqa: D102
+    def originator_id(self) -> object: ...
     @property
-    def originator_version(self) -> int: ...  # noqa: D102
+    def originator_version(self) -> int: ...
     @property
-    def state(self) -> bytes: ...  # noqa: D102
+    def state(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

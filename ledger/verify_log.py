@@ -48,7 +48,7 @@ def verify_log(store: Store, authority: Authority, *, jobs: int | None = None, n
         report = Report()
         report.add(Finding(0, "", f"checkpoint: {e}"))
         return report, None
-    compact, snapshot = CompactRange(), []
+    compact, snapshot = CompactRange(), list[bytes]()
     report = verify_records(_folding(store.records(), compact, cp.size if cp else None, snapshot), authority,
                             jobs=jobs, on_progress=on_progress)
     report.tree_size, report.tree_root = compact.size, compact.root()

@@ -199,8 +199,7 @@ class Projections:
     # -- writing -------------------------------------------------------------------------------
 
     def _fetch_c(self, c: Any, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        c.execute(self.store.sql(statement), params)
-        return c.fetchall()
+        return list(c.execute(statement, params).fetchall())
 
     def _load_state(self, c: Any, participant: str) -> dict[str, Any]:
         rows = self._fetch_c(c, f"SELECT state FROM {self.names['participants']} WHERE participant = ?", (participant,))
@@ -298,7 +297,8 @@ class Projections:
     def audit(self, *, participant: str | None = None, user: str | None = None, type_name: str | None = None,
               since_us: int | None = None, until_us: int | None = None, page: int = 5000) -> Iterator[dict[str, Any]]:
         """Audit rows in log order, streamed in pages (keyset pagination): memory stays flat."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("participant", participant), ("user_id", user), ("event_type", type_name)):
             if value is not None:
                 where.append(f"{column} = ?")

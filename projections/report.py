@@ -9,6 +9,7 @@ usable).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -117,17 +118,16 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     for p in participants:
         for ae_id, ae in sorted(p["state"].get("adverse_events", {}).items()):
             lag = None
-            try:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
                 lag = (datetime.fromisoformat(ae["recorded_at"]) - datetime.fromisoformat(ae["awareness_at"]))
-            except (KeyError, ValueError, TypeError):
-                pass
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
         study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report), root_fingerprint=report.root_fingerprint,
+        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report),
+        root_fingerprint=report.root_fingerprint,
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from typing import Any
 
 from domain.rules import Entry
@@ -31,7 +31,7 @@ class HistoryBuilder:
         env = Envelope(
             event_id=str(uuid.uuid4()), type=type_name, stream=self.participant,
             position=len(self.entries) + 1, occurred_at=occurred.isoformat(),
-            recorded_at=(occurred + timedelta(hours=recorded_lag_h)).astimezone(timezone.utc).isoformat(),
+            recorded_at=(occurred + timedelta(hours=recorded_lag_h)).astimezone(UTC).isoformat(),
             author=author, key_id="k", meaning="authorship", reason=reason, data=data or {},
         )
         entry = Entry(env, self.position)

@@ -160,9 +160,13 @@ def test_tracking_insert_in_a_transaction(db: str) -> None:
         assert store.tracked_position("probe") == 5
         with pytest.raises(StoreConflict), store.write_transaction() as c:
             store.track(c, "probe", 5)
-        with pytest.raises(RuntimeError), store.write_transaction() as c:
-            store.track(c, "probe", 9)
-            raise RuntimeError("roll back")
+        def track_then_fail() -> None:
+            with store.write_transaction() as c:
+                store.track(c, "probe", 9)
+                raise RuntimeError("roll back")
+
+        with pytest.raises(RuntimeError, match="roll back"):
+            track_then_fail()
         assert store.tracked_position("probe") == 5
         with store.write_transaction() as c:
             store.forget_position(c, "probe")

@@ -43,7 +43,8 @@ def _hostile_env(tmp_path: Path, pg_server: str | None, other_schema: str) -> di
         env.update({
             f"{prefix}SQLITE_DBNAME": other, f"{prefix}PERSISTENCE_MODULE": "eventsourcing.sqlite",
             f"{prefix}POSTGRES_SCHEMA": other_schema, f"{prefix}POSTGRES_DBNAME": "postgres",
-            f"{prefix}CREATE_TABLE": "n", f"{prefix}APPLICATION_RECORDER_TOPIC": "eventsourcing.sqlite:SQLiteApplicationRecorder",
+            f"{prefix}CREATE_TABLE": "n",
+            f"{prefix}APPLICATION_RECORDER_TOPIC": "eventsourcing.sqlite:SQLiteApplicationRecorder",
         })
     return env
 
