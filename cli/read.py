@@ -12,6 +12,7 @@ import click
 
 from domain.events import CATALOGUE
 from domain.service import Trial
+from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
@@ -32,9 +33,8 @@ class IsoTime(click.ParamType):  # type: ignore[type-arg]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
-        try:
-            parsed = datetime.fromisoformat(str(value))
-        except ValueError:
+        parsed = parse_time(str(value), aware=False)
+        if parsed is None:
             self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
         if parsed.tzinfo is None:
             self.fail(f"{value!r} has no UTC offset (add e.g. Z or +08:00)", param, ctx)
@@ -122,8 +122,8 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
     rows = projections(ctx).audit(
         participant=participant, user=user, type_name=type_name,
-        since_us=audit_rows.epoch_us(since.isoformat()) if since else None,
-        until_us=audit_rows.epoch_us(until.isoformat()) if until else None)
+        since_us=epoch_us(since.isoformat()) if since else None,
+        until_us=epoch_us(until.isoformat()) if until else None)
     out = sys.stdout
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=audit_rows.COLUMNS, lineterminator="\n")

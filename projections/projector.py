@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from domain.protocol import Protocol
+from domain.rules import Deviation
 from domain.service import Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
 from ledger.envelope import Envelope, Record
@@ -286,9 +287,8 @@ class Projections:
             statement += " WHERE participant = ?"
             params = (participant,)
         rows = self.store.fetch(statement + " ORDER BY participant, seq", params)
-        return [{"participant": r["participant"], "kind": r["kind"], "important": bool(r["important"]),
-                 "event_ids": json.loads(r["event_ids"]), "position": r["first_position"], "message": r["message"]}
-                for r in rows]
+        return [Deviation(r["participant"], r["kind"], bool(r["important"]), tuple(json.loads(r["event_ids"])),
+                          r["first_position"], r["message"]).as_dict() for r in rows]
 
     def summary(self) -> dict[str, Any]:
         rows = self.store.fetch(f"SELECT name, value FROM {self.names['summary']} ORDER BY name")

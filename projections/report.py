@@ -18,10 +18,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.service import Trial
 from domain.signers import SignerRegistry, STUDY_STREAM
+from domain.timeutil import calendar_date, epoch_us, parse_time
 from ledger.merkle_log import MerkleLog
 from ledger.verdict import judge
 from ledger.verify_log import verify_log
-from projections import audit as audit_rows
 from projections.projector import Projections
 from projections.summary import summarise
 from projections.timetravel import state_at
@@ -48,10 +48,7 @@ def _x(day: float) -> float:
 
 
 def _date(text: str | None) -> date | None:
-    try:
-        return datetime.fromisoformat(str(text)).date()
-    except ValueError:
-        return None
+    return calendar_date(text)
 
 
 def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any) -> dict[str, Any]:
@@ -98,7 +95,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
-    until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
+    until_us = None if as_of is None else epoch_us(as_of.isoformat())
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -117,9 +114,11 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     aes = []
     for p in participants:
         for ae_id, ae in sorted(p["state"].get("adverse_events", {}).items()):
+            recorded, aware = parse_time(ae.get("recorded_at"), aware=False), parse_time(ae.get("awareness_at"),
+                                                                                      aware=False)
             lag = None
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                lag = (datetime.fromisoformat(ae["recorded_at"]) - datetime.fromisoformat(ae["awareness_at"]))
+            with contextlib.suppress(TypeError):  # one aware, one naive: no lag shown
+                lag = recorded - aware if recorded and aware else None
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))

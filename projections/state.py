@@ -8,9 +8,9 @@ it stays listed: originals are never hidden.
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any
 
+from domain.timeutil import calendar_date, study_day
 from ledger.envelope import Envelope
 
 STATUSES = ("registered", "consented", "screen_failed", "eligible", "enrolled", "treated", "completed", "withdrawn")
@@ -25,17 +25,9 @@ def empty_state(participant: str) -> dict[str, Any]:
     }
 
 
-def _day(text: str) -> date | None:
-    try:
-        return datetime.fromisoformat(text).date()
-    except (TypeError, ValueError):
-        return None
-
-
 def _study_day(state: dict[str, Any], occurred_at: str) -> int | None:
     dose1 = next((d for d in state["doses"] if d["dose_number"] == 1 and not d["voided"]), None)
-    start, day = (_day(dose1["occurred_at"]) if dose1 else None), _day(occurred_at)
-    return (day - start).days if start and day else None
+    return study_day(calendar_date(dose1["occurred_at"]) if dose1 else None, calendar_date(occurred_at))
 
 
 def apply(state: dict[str, Any], env: Envelope, position: int) -> dict[str, Any]:
