@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from domain.events import CATALOGUE
+from domain.protocol import LEGACY_PRODUCT, Product
 from domain.service import Trial
 from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
@@ -66,10 +67,11 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
         st["deviations"] = proj.deviations(participant)
     assert st is not None
     public = {k: v for k, v in st.items() if k != "entries"}
-    emit(ctx, public, _render_state(public))
+    protocol = Trial(open_store(ctx)).registry().protocol
+    emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT))
 
 
-def _render_state(st: dict[str, Any]) -> str:
+def _render_state(st: dict[str, Any], product: Product) -> str:
     lines = [f"{st['participant']}  status: {st['status']}  site: {st['site']}  sex: {st['sex']}  "
              f"born: {st['birth_year']}"]
     if st.get("as_of") or st.get("as_of_position"):
@@ -84,8 +86,9 @@ def _render_state(st: dict[str, Any]) -> str:
         lines.append(f"lab {lab['analyte']}: {lab['value']} {lab.get('unit', '')} at {lab['occurred_at']}{flag}")
     for d in st["doses"]:
         flag = " VOIDED" if d["voided"] else ""
-        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']} "
-                     f"{d['cell_count']:g} cells, viability {d['viability_pct']}%{flag}")
+        values = product.describe(d.get("product") or {})
+        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']}"
+                     f"{' ' + values if values else ''}{flag}")
     for v in st["visits"]:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
     for ae_id, ae in sorted(st["adverse_events"].items()):

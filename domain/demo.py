@@ -168,8 +168,9 @@ class Scenario:
             route = "intra-arterial-pancreatic" if number == 1 else "intravenous"
             self.add("pharm-liu", "InfusionAdministered", pid, {
                 "dose_number": number, "route": route, "lot": f"BM-MSC-{pid}-D{number}",
-                "cell_source": "autologous bone marrow", "cell_count": float(rng.randint(50, 80)) * 1e6,
-                "viability_pct": round(rng.uniform(90, 98), 1), "identity_checked": True,
+                "product": {"cell_source": "autologous bone marrow", "cell_count": float(rng.randint(50, 80)) * 1e6,
+                            "viability_pct": round(rng.uniform(90, 98), 1)},
+                "identity_checked": True,
                 "ended_at": (start + timedelta(minutes=45 if number == 1 else 30)).isoformat()}, start)
             if n == DOSE2_DAY9 and number == 2:
                 self.add("mon-smith", "ProtocolDeviationRecorded", pid, {

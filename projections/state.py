@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.events import LEGACY_PRODUCT_FIELDS, product_values
 from domain.timeutil import calendar_date, study_day
 from ledger.envelope import Envelope
 
@@ -84,7 +85,8 @@ def _enrolled(s: dict[str, Any], env: Envelope) -> None:
 
 def _infusion(s: dict[str, Any], env: Envelope) -> None:
     dose = {"event_id": env.event_id, "occurred_at": env.occurred_at, "voided": False, "corrected": False,
-            **env.data}
+            **{k: v for k, v in env.data.items() if k not in LEGACY_PRODUCT_FIELDS},
+            "product": product_values(env.data)}
     s["doses"].append(dose)
     dose["study_day"] = _study_day(s, env.occurred_at)
     if s["status"] not in ("completed", "withdrawn"):
@@ -137,6 +139,8 @@ def _correct(s: dict[str, Any], env: Envelope) -> None:
         if view.get("event_id") == target:
             view.update(changes)
             view["corrected"] = True
+            if isinstance(view.get("product"), dict):  # a dose: corrections in the older spelling
+                view["product"] = {**view["product"], **{k: view.pop(k) for k in LEGACY_PRODUCT_FIELDS if k in view}}
 
 
 def _void(s: dict[str, Any], env: Envelope) -> None:

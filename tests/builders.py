@@ -40,8 +40,8 @@ class HistoryBuilder:
 
     def dose(self, number: int, day: float, **kw: Any) -> Entry:
         route = "intra-arterial-pancreatic" if number == 1 else "intravenous"
-        data = {"dose_number": number, "route": route, "lot": f"LOT-{number}", "cell_source": "autologous bone marrow",
-                "cell_count": 1.0e6, "viability_pct": 94.0, "identity_checked": True}
+        data = {"dose_number": number, "route": route, "lot": f"LOT-{number}", "identity_checked": True,
+                "product": {"cell_source": "autologous bone marrow", "cell_count": 1.0e6, "viability_pct": 94.0}}
         data.update(kw.pop("data", {}))
         return self.add("InfusionAdministered", data, day=day, author="pharm1", **kw)
 
