@@ -265,19 +265,18 @@ class Backend:
             ensure_schema(location)
         env = Environment(APP_NAME, settings(location, create_table=not exists))
         factory_class = ChainedPostgresFactory if location.postgres else ChainedSQLiteFactory
-        self.factory: InfrastructureFactory[Any] = self._open(factory_class, env)
-        recorder = self.factory.application_recorder()
+        self.factory, recorder = self._open(factory_class, env)
         assert isinstance(recorder, (ChainedSQLiteApplicationRecorder, ChainedPostgresApplicationRecorder))
         self.recorder = recorder
         self._tracking: Any = None
 
-    def _open(self, factory_class: type[InfrastructureFactory[Any]], env: Environment) -> InfrastructureFactory[Any]:
+    def _open(self, factory_class: type[InfrastructureFactory[Any]],
+              env: Environment) -> tuple[InfrastructureFactory[Any], Any]:
         """Two processes creating PostgreSQL objects at once can collide ("tuple concurrently updated"); retry."""
         for attempt in range(5):
             try:
                 factory = factory_class(env)
-                factory.application_recorder()  # runs the DDL when CREATE_TABLE is set
-                return factory
+                return factory, factory.application_recorder()  # runs the DDL when CREATE_TABLE is set
             except (PersistenceError, OSError) as e:
                 if "concurrently" in str(e) and attempt < 4:
                     time.sleep(0.05 * (attempt + 1))
