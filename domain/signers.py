@@ -19,6 +19,7 @@ from ledger.envelope import Envelope
 from ledger.keys import fingerprint, key_id
 from ledger.verify import Unauthorised
 
+from domain.documents import DocumentRegistry
 from domain.events import CATALOGUE
 from domain.protocol import PARTICIPANT_EVENTS, Protocol, parse_protocol
 from domain.timeutil import parse_instant
@@ -69,6 +70,7 @@ class SignerRegistry:
         self.root_public_raw: bytes | None = None
         self.signers: dict[str, SignerEntry] = {}
         self.by_key: dict[str, str] = {}
+        self.documents = DocumentRegistry()
 
     @classmethod
     def replay(cls, envelopes: list[Envelope]) -> SignerRegistry:
@@ -172,6 +174,9 @@ class SignerRegistry:
     def _on_SignerRevoked(self, env: Envelope) -> None:
         entry = self.signers[env.data["user_id"]]
         self.signers[entry.user_id] = replace(entry, revoked_at=env.recorded_at, revoke_reason=env.reason)
+
+    def _on_DocumentRegistered(self, env: Envelope) -> None:
+        self.documents.observe(env)
 
     def _on_ProtocolAmended(self, env: Envelope) -> None:
         data = env.data

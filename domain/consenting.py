@@ -1,0 +1,60 @@
+"""Refusals for consent and amendment entries (SPEC §10, ICH E6(R3), EMA A5.3.2).
+
+A consent is taken by a person the ledger knows: ``obtained_by`` must be a
+registered, unrevoked signer whose role the protocol allows to obtain
+consent. It names the signed form by hash whenever that ICF version is
+registered. An amendment names a registered protocol document, and the
+rules it embeds must say the same version and ICF. ``witness`` stays a
+free name: an impartial witness is usually not a user of the system.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.errors import InputRefused
+
+from domain.protocol import Protocol, parse_protocol
+from domain.signers import SignerRegistry, role_may_sign
+
+
+def may_obtain_consent(protocol: Protocol, role: str) -> bool:
+    spec = protocol.roles.get(role)
+    if spec is None:
+        return False
+    if spec.may_obtain_consent is not None:
+        return spec.may_obtain_consent
+    return role_may_sign(protocol, role, "ConsentSigned")
+
+
+def check_consent(payload: dict[str, Any], registry: SignerRegistry) -> None:
+    protocol = registry.protocol
+    assert protocol is not None
+    who = payload["obtained_by"]
+    entry = registry.signers.get(who)
+    if entry is None:
+        raise InputRefused(f"data.obtained_by: {who!r} is not a registered signer (give the user id of the "
+                           "investigator or coordinator who took consent)")
+    if entry.revoked_at is not None:
+        raise InputRefused(f"data.obtained_by: signer {who} was revoked at {entry.revoked_at}")
+    if not may_obtain_consent(protocol, entry.role):
+        allowed = sorted(r for r in protocol.roles if may_obtain_consent(protocol, r))
+        raise InputRefused(f"data.obtained_by: {who} is a {entry.role}; the protocol lets only "
+                           f"{', '.join(allowed) or 'no role'} obtain consent")
+    registry.documents.check_consent(payload)
+
+
+def check_amendment(payload: dict[str, Any], registry: SignerRegistry) -> None:
+    registry.documents.check_amendment(payload)
+    document = payload.get("protocol")
+    if document is None:
+        return
+    new = parse_protocol(document, source="data.protocol")
+    if new.version != payload["protocol_version"]:
+        raise InputRefused(f"data.protocol: the embedded protocol is version {new.version}, "
+                           f"not {payload['protocol_version']}")
+    if new.icf_version != payload["icf_version"]:
+        raise InputRefused(f"data.icf_version: {payload['icf_version']} is not the embedded protocol's "
+                           f"ICF version ({new.icf_version})")
+    if "admin" not in new.roles or "ProtocolAmended" not in new.roles["admin"].may_sign:
+        raise InputRefused("data.protocol: the new protocol must still let the admin amend it")
