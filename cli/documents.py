@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from domain.amendments import amendment_commands
+from domain.amendments import amendment_commands, read_protocol_file
 from domain.documents import KINDS, Document, file_sha256, registration_data
 from domain.service import Command, Trial
 
@@ -88,7 +88,8 @@ def amend(ctx: click.Context, protocol_path: Path, icf_version: str | None, reco
           effective_at: datetime | None, key: Path, passphrase_file: Path | None) -> None:
     """Register a new protocol document and amend the study to it, in one transaction (admin)."""
     trial = Trial(open_store(ctx))
-    commands = amendment_commands(protocol_path, trial.registry().documents, icf_version=icf_version,
+    commands = amendment_commands(read_protocol_file(protocol_path), protocol_path.name, trial.registry().documents,
+                                  icf_version=icf_version,
                                   reconsent_required=reconsent_required, effective_at=effective_at)
     envelopes = trial.append_batch(commands, load_signer(key, passphrase_file))
     amended = envelopes[-1]

@@ -22,39 +22,44 @@ from domain.protocol import Protocol, parse_protocol
 from domain.service import Command
 
 
-def read_protocol_file(path: Path) -> tuple[bytes, Protocol]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputRefused(f"--protocol {path}: {e.strerror or e}") from None
+def parse_protocol_bytes(raw: bytes, name: str) -> Protocol:
+    """The protocol a TOML or JSON file's bytes hold (JSON when the name ends in .json)."""
     try:
         text = raw.decode("utf-8")
-        document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        document = json.loads(text) if name.endswith(".json") else tomllib.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise InputRefused(f"--protocol {path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {e}") from None
+        kind = "JSON" if name.endswith(".json") else "TOML"
+        raise InputRefused(f"--protocol {name}: not valid {kind}: {e}") from None
     if not isinstance(document, dict):
-        raise InputRefused(f"--protocol {path}: must hold a table/object")
-    return raw, parse_protocol(document, source=str(path))
+        raise InputRefused(f"--protocol {name}: must hold a table/object")
+    return parse_protocol(document, source=name)
 
 
-def amendment_commands(path: Path, documents: DocumentRegistry, *, icf_version: str | None,
+def read_protocol_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputRefused(f"--protocol {path}: {e.strerror or e}") from None
+
+
+def amendment_commands(raw: bytes, file_name: str, documents: DocumentRegistry, *, icf_version: str | None,
                        reconsent_required: bool, effective_at: datetime | None) -> list[Command]:
-    """Register the file as a protocol document (unless it already is) and amend to it."""
-    raw, protocol = read_protocol_file(path)
+    """Register the file's bytes as a protocol document (unless they already are) and amend to them."""
+    protocol = parse_protocol_bytes(raw, file_name)
     if icf_version is not None and icf_version != protocol.icf_version:
         raise InputRefused(f"--icf-version: {icf_version} is not the ICF version the protocol file names "
                            f"({protocol.icf_version})")
     sha256 = hashlib.sha256(raw).hexdigest()
-    occurred = effective_at.isoformat() if effective_at else None
     commands = []
     known = documents.by_hash(sha256)
     if known is None:
         commands.append(Command("DocumentRegistered", None, {
-            "kind": "protocol", "version": protocol.version, "sha256": sha256, "file_name": path.name[:200],
+            "kind": "protocol", "version": protocol.version, "sha256": sha256, "file_name": file_name[:200],
             "size": len(raw)}))
     elif (known.kind, known.version) != ("protocol", protocol.version):
-        raise InputRefused(f"--protocol {path}: this file is registered as {known.kind} version {known.version}")
+        raise InputRefused(f"--protocol {file_name}: this file is registered as {known.kind} version {known.version}")
     commands.append(Command("ProtocolAmended", None, {
         "protocol_version": protocol.version, "protocol_sha256": sha256, "icf_version": protocol.icf_version,
-        "protocol": protocol.document(), "reconsent_required": reconsent_required}, occurred_at=occurred))
+        "protocol": protocol.document(), "reconsent_required": reconsent_required},
+        occurred_at=effective_at.isoformat() if effective_at else None))
     return commands

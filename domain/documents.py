@@ -115,7 +115,7 @@ def consent_document_status(registry: DocumentRegistry, icf_version: Any, sha256
     """How a consent's document hash stands against the registry, in words for the report."""
     if not sha256:
         return "no document hash" if registry.find("icf", str(icf_version)) is None else \
-            "MISSING: an ICF of this version is registered"
+            "no document hash (an ICF of this version is registered now)"
     doc = registry.by_hash(str(sha256))
     if doc is None:
         return "MISMATCH: no registered document has this hash"
