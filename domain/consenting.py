@@ -10,8 +10,10 @@ free name: an impartial witness is usually not a user of the system.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 
 from domain.protocol import Protocol, parse_protocol
@@ -27,7 +29,39 @@ def may_obtain_consent(protocol: Protocol, role: str) -> bool:
     return role_may_sign(protocol, role, "ConsentSigned")
 
 
+def check_consent_entry(type_name: str, payload: dict[str, Any], registry: SignerRegistry,
+                        target_type: str | None, stream: Callable[[], list[Envelope]]) -> None:
+    """Check a consent, or a correction of one (corrections are checked like new entries).
+
+    A correction is checked on the fields it changes, against the consent as
+    corrected so far, so fixing a witness's name is not refused because the
+    person who took consent has since left.
+    """
+    if type_name == "ConsentSigned":
+        check_consent(payload, registry)
+        return
+    if type_name != "EntryCorrected" or target_type != "ConsentSigned":
+        return
+    target_id, changes = payload["target_event_id"], payload["changes"]
+    consent: dict[str, Any] = {}
+    for env in stream():
+        if env.event_id == target_id:
+            consent = dict(env.data)
+        elif env.type == "EntryCorrected" and env.data.get("target_event_id") == target_id:
+            consent.update(env.data.get("changes") or {})
+    consent.update(changes)
+    if "obtained_by" in changes:
+        check_obtained_by(consent, registry)
+    if "icf_version" in changes or "document_sha256" in changes:
+        registry.documents.check_consent(consent)
+
+
 def check_consent(payload: dict[str, Any], registry: SignerRegistry) -> None:
+    check_obtained_by(payload, registry)
+    registry.documents.check_consent(payload)
+
+
+def check_obtained_by(payload: dict[str, Any], registry: SignerRegistry) -> None:
     protocol = registry.protocol
     assert protocol is not None
     who = payload["obtained_by"]
@@ -41,7 +75,6 @@ def check_consent(payload: dict[str, Any], registry: SignerRegistry) -> None:
         allowed = sorted(r for r in protocol.roles if may_obtain_consent(protocol, r))
         raise InputRefused(f"data.obtained_by: {who} is a {entry.role}; the protocol lets only "
                            f"{', '.join(allowed) or 'no role'} obtain consent")
-    registry.documents.check_consent(payload)
 
 
 def check_amendment(payload: dict[str, Any], registry: SignerRegistry) -> None:

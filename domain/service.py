@@ -26,7 +26,7 @@ from ledger.keys import Signer, public_from_b64, raw_public_bytes
 from ledger.store import Store
 from ledger.verify import Unauthorised
 
-from domain.consenting import check_amendment, check_consent
+from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
 from domain.protocol import Protocol
@@ -180,8 +180,9 @@ class Trial:
             state = states[participant]
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
                                   protocol=protocol, own_entries_only=own_only)
-            if command.type == "ConsentSigned":
-                check_consent(payload, registry)
+            target = state.entries.get(str(payload.get("target_event_id")))
+            check_consent_entry(command.type, payload, registry, target.type if target else None,
+                                lambda: self.store.stream(participant))
             stream, position = participant, state.length + 1
         else:
             if command.participant:

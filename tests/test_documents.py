@@ -266,3 +266,21 @@ def test_report_lists_each_consent_with_its_document_and_the_registered_document
     html = out.read_text()
     assert 'class="documents"' in html and "icf-2.0.txt" in html and "protocol-1.1.toml" in html
     assert 'class="consents"' in html and sha2 in html and "matches icf-2.0.txt" in html
+
+
+def test_a_correction_of_a_consent_is_checked_like_a_new_consent(study: Cli, keys: Keys, tmp_path: Path) -> None:
+    sha = register_icf(study, keys, icf_file(tmp_path, "1.0"), "1.0")
+    append(study, keys, "ConsentSigned", {"icf_version": "1.0", "obtained_by": "inv1", "document_sha256": sha},
+           T_CONSENT)
+    consent = study.json("audit", "--type", "ConsentSigned")[0]["event_id"]
+
+    r = study("append", "EntryCorrected", "--participant", "S01-001", "--reason", "typo", "--data",
+              json.dumps({"target_event_id": consent, "changes": {"obtained_by": "Dr Somebody"}}), *_keyed(keys, "inv1"))
+    assert r.exit_code == 3 and "data.obtained_by" in r.stderr
+    r = study("append", "EntryCorrected", "--participant", "S01-001", "--reason", "typo", "--data",
+              json.dumps({"target_event_id": consent, "changes": {"document_sha256": "f" * 64}}), *_keyed(keys, "inv1"))
+    assert r.exit_code == 3 and "data.document_sha256" in r.stderr
+    r = study("append", "EntryCorrected", "--participant", "S01-001", "--reason", "witness was there", "--data",
+              json.dumps({"target_event_id": consent, "changes": {"witness": "Mr Lee", "obtained_by": "coord1"}}),
+              *_keyed(keys, "inv1"))
+    assert r.exit_code == 0, r.output
