@@ -179,7 +179,7 @@ class Trial:
                 states[participant] = self.participant(participant)
             state = states[participant]
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=protocol, own_entries_only=own_only)
+                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only)
             target = state.entries.get(str(payload.get("target_event_id")))
             check_consent_entry(command.type, payload, registry, target.type if target else None,
                                 lambda: self.store.stream(participant))

@@ -49,6 +49,13 @@ def role_may_sign(protocol: Protocol, role: str, type_name: str) -> bool:
     return allowed and type_name not in spec.except_
 
 
+def _instant_or_none(text: str) -> datetime | None:
+    try:
+        return parse_instant(text, "occurred_at")
+    except Exception:  # noqa: BLE001 - a hostile payload must never crash the verifier
+        return None
+
+
 def _raw_key(b64: object) -> bytes | None:
     if not isinstance(b64, str):
         return None
@@ -71,6 +78,8 @@ class SignerRegistry:
         self.signers: dict[str, SignerEntry] = {}
         self.by_key: dict[str, str] = {}
         self.documents = DocumentRegistry()
+        # (effective from, protocol): the genesis protocol, then each amendment's from its clinical time
+        self.protocols: list[tuple[datetime | None, Protocol]] = []
 
     @classmethod
     def replay(cls, envelopes: list[Envelope]) -> SignerRegistry:
@@ -154,6 +163,7 @@ class SignerRegistry:
         if isinstance(data.get("protocol"), dict):
             self.protocol = parse_protocol(data["protocol"])
             self.icf_version = self.protocol.icf_version
+            self.protocols.append((None, self.protocol))
         admin = SignerEntry(
             user_id=data["admin_id"], name=data["admin_name"], role="admin", public_raw=raw,
             key_id=key_id(raw), valid_from=None, registered_at=env.recorded_at,
@@ -182,8 +192,18 @@ class SignerRegistry:
         data = env.data
         if isinstance(data.get("protocol"), dict):
             self.protocol = parse_protocol(data["protocol"])
+            self.protocols.append((_instant_or_none(env.occurred_at), self.protocol))
         self.protocol_sha256 = data["protocol_sha256"]
         self.icf_version = data["icf_version"]
+
+    def protocol_at(self, occurred: datetime) -> Protocol | None:
+        """The protocol whose rules govern an event that happened clinically at ``occurred``.
+
+        Who may sign is decided by log position (``self.protocol``); what an
+        entry must hold follows the amendment in force at its clinical time.
+        """
+        in_force = [p for since, p in self.protocols if since is None or since <= occurred]
+        return in_force[-1] if in_force else self.protocol
 
     def _add(self, entry: SignerEntry) -> None:
         old = self.signers.get(entry.user_id)

@@ -284,3 +284,16 @@ def test_a_correction_of_a_consent_is_checked_like_a_new_consent(study: Cli, key
               json.dumps({"target_event_id": consent, "changes": {"witness": "Mr Lee", "obtained_by": "coord1"}}),
               *_keyed(keys, "inv1"))
     assert r.exit_code == 0, r.output
+
+
+def test_an_amendment_s_rules_apply_to_what_happens_after_its_effective_date(
+        study: Cli, keys: Keys, tmp_path: Path) -> None:
+    append(study, keys, "ConsentSigned", {"icf_version": "1.0", "obtained_by": "inv1"}, T_CONSENT)
+    path = amended_protocol(tmp_path)
+    path.write_text(path.read_text() + '\n[[analytes]]\nid = "LIPASE"\nunits = ["U/L"]\nmin = 0\nmax = 5000\n')
+    r = study("amend", "--protocol", str(path), "--effective-at", T_AMEND, *_keyed(keys, "admin"))
+    assert r.exit_code == 0, r.output
+    lipase = {"analyte": "LIPASE", "value": 40, "unit": "U/L"}
+    r = append(study, keys, "LabResultRecorded", lipase, "2010-09-20T09:00:00+08:00", user="lab1")
+    assert r.exit_code == 3 and "'LIPASE' is not in the protocol" in r.stderr
+    assert append(study, keys, "LabResultRecorded", lipase, "2010-10-02T09:00:00+08:00", user="lab1").exit_code == 0
