@@ -79,6 +79,9 @@ def check_obtained_by(payload: dict[str, Any], registry: SignerRegistry) -> None
 
 def check_amendment(payload: dict[str, Any], registry: SignerRegistry) -> None:
     registry.documents.check_amendment(payload)
+    if payload.get("reconsent_required") and payload["icf_version"] == registry.icf_version:
+        raise InputRefused(f"data.reconsent_required: ICF {payload['icf_version']} is already in force; "
+                           "re-consent needs a new ICF version")
     document = payload.get("protocol")
     if document is None:
         return

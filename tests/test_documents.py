@@ -297,3 +297,10 @@ def test_an_amendment_s_rules_apply_to_what_happens_after_its_effective_date(
     r = append(study, keys, "LabResultRecorded", lipase, "2010-09-20T09:00:00+08:00", user="lab1")
     assert r.exit_code == 3 and "'LIPASE' is not in the protocol" in r.stderr
     assert append(study, keys, "LabResultRecorded", lipase, "2010-10-02T09:00:00+08:00", user="lab1").exit_code == 0
+
+
+def test_reconsent_needs_a_new_icf_version(study: Cli, keys: Keys, tmp_path: Path) -> None:
+    r = study("amend", "--protocol", str(amended_protocol(tmp_path, icf="1.0")), "--reconsent-required",
+              *_keyed(keys, "admin"))
+    assert r.exit_code == 3 and "re-consent needs a new ICF version" in r.stderr
+    assert study.json("document", "list") == []
