@@ -10,29 +10,13 @@ the amendment are appended together, in one transaction.
 from __future__ import annotations
 
 import hashlib
-import json
-import tomllib
 from datetime import datetime
 from pathlib import Path
 
 from ledger.errors import InputRefused
 
-from domain.documents import DocumentRegistry
-from domain.protocol import Protocol, parse_protocol
+from domain.documents import DocumentRegistry, parse_protocol_bytes
 from domain.service import Command
-
-
-def parse_protocol_bytes(raw: bytes, name: str) -> Protocol:
-    """The protocol a TOML or JSON file's bytes hold (JSON when the name ends in .json)."""
-    try:
-        text = raw.decode("utf-8")
-        document = json.loads(text) if name.endswith(".json") else tomllib.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        kind = "JSON" if name.endswith(".json") else "TOML"
-        raise InputRefused(f"--protocol {name}: not valid {kind}: {e}") from None
-    if not isinstance(document, dict):
-        raise InputRefused(f"--protocol {name}: must hold a table/object")
-    return parse_protocol(document, source=name)
 
 
 def read_protocol_file(path: Path) -> bytes:
@@ -55,7 +39,7 @@ def amendment_commands(raw: bytes, file_name: str, documents: DocumentRegistry, 
     if known is None:
         commands.append(Command("DocumentRegistered", None, {
             "kind": "protocol", "version": protocol.version, "sha256": sha256, "file_name": file_name[:200],
-            "size": len(raw)}))
+            "size": len(raw), "rules_sha256": protocol.sha256()}))
     elif (known.kind, known.version) != ("protocol", protocol.version):
         raise InputRefused(f"--protocol {file_name}: this file is registered as {known.kind} version {known.version}")
     commands.append(Command("ProtocolAmended", None, {

@@ -11,12 +11,16 @@ document it is. Ledgers that register nothing keep working as before.
 from __future__ import annotations
 
 import hashlib
+import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
+
+from domain.protocol import Protocol, parse_protocol
 
 KINDS = ("icf", "protocol")
 
@@ -28,6 +32,7 @@ class Document:
     sha256: str
     file_name: str
     size: int | None
+    rules_sha256: str | None
     event_id: str
     author: str
     registered_at: str
@@ -58,7 +63,8 @@ class DocumentRegistry:
         data = env.data
         self.documents.append(Document(
             kind=str(data["kind"]), version=str(data["version"]), sha256=str(data["sha256"]),
-            file_name=str(data["file_name"]), size=data.get("size"), event_id=env.event_id,
+            file_name=str(data["file_name"]), size=data.get("size"),
+            rules_sha256=data.get("rules_sha256"), event_id=env.event_id,
             author=env.author, registered_at=env.recorded_at,
         ))
 
@@ -109,6 +115,14 @@ class DocumentRegistry:
         if doc.version != payload["protocol_version"]:
             raise InputRefused(f"data.protocol_version: {payload['protocol_version']} is not the version of the "
                                f"registered document {doc.file_name} ({doc.version})")
+        if payload.get("protocol") is not None:
+            rules = parse_protocol(payload["protocol"], source="data.protocol").sha256()
+            if doc.rules_sha256 is None:
+                raise InputRefused(f"data.protocol: the registered document {doc.file_name} holds no rules the "
+                                   "ledger can read; embed rules only from a TOML or JSON protocol file")
+            if rules != doc.rules_sha256:
+                raise InputRefused(f"data.protocol: the embedded rules are not those of the registered document "
+                                   f"{doc.file_name}")
 
 
 def consent_document_status(registry: DocumentRegistry, icf_version: Any, sha256: Any) -> str:
@@ -132,8 +146,36 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def registration_data(path: Path, kind: str, version: str) -> dict[str, Any]:
-    """The ``DocumentRegistered`` payload for a file, hashed from its bytes."""
+    """The ``DocumentRegistered`` payload for a file, hashed from its bytes.
+
+    A protocol written as TOML or JSON is also read, so its rules' hash is
+    recorded and its own version must be the one registered.
+    """
     if kind not in KINDS:
         raise InputRefused(f"--kind: must be one of {', '.join(KINDS)}")
+    data: dict[str, Any] = {"kind": kind, "version": version, "file_name": path.name[:200]}
+    if kind == "protocol" and path.suffix in (".toml", ".json"):
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise InputRefused(f"FILE {path}: {e.strerror or e}") from None
+        protocol = parse_protocol_bytes(raw, path.name)
+        if protocol.version != version:
+            raise InputRefused(f"--version: {path.name} is protocol version {protocol.version}, not {version}")
+        return {**data, "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw),
+                "rules_sha256": protocol.sha256()}
     sha256, size = file_sha256(path)
-    return {"kind": kind, "version": version, "sha256": sha256, "file_name": path.name[:200], "size": size}
+    return {**data, "sha256": sha256, "size": size}
+
+
+def parse_protocol_bytes(raw: bytes, name: str) -> Protocol:
+    """The protocol a TOML or JSON file's bytes hold (JSON when the name ends in .json)."""
+    try:
+        text = raw.decode("utf-8")
+        document = json.loads(text) if name.endswith(".json") else tomllib.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        kind = "JSON" if name.endswith(".json") else "TOML"
+        raise InputRefused(f"{name}: not valid {kind}: {e}") from None
+    if not isinstance(document, dict):
+        raise InputRefused(f"{name}: must hold a table/object")
+    return parse_protocol(document, source=name)

@@ -69,6 +69,9 @@ class DocumentRegistered(Payload):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     file_name: str = ShortText
     size: int | None = Field(default=None, ge=0)
+    rules_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description=(
+        "For a protocol file the ledger reads (TOML/JSON): SHA-256 of its rules in canonical form, "
+        "which an amendment embedding rules must match"))
 
 
 # -- participant events ------------------------------------------------------------------

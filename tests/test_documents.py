@@ -304,3 +304,24 @@ def test_reconsent_needs_a_new_icf_version(study: Cli, keys: Keys, tmp_path: Pat
               *_keyed(keys, "admin"))
     assert r.exit_code == 3 and "re-consent needs a new ICF version" in r.stderr
     assert study.json("document", "list") == []
+
+
+def test_an_amendment_s_embedded_rules_must_be_those_of_its_registered_file(
+        study: Cli, keys: Keys, tmp_path: Path) -> None:
+    path = amended_protocol(tmp_path)
+    r = study("document", "register", str(path), "--kind", "protocol", "--version", "1.2", *_keyed(keys, "admin"))
+    assert r.exit_code == 3 and "is protocol version 1.1, not 1.2" in r.stderr
+    r = study("document", "register", str(path), "--kind", "protocol", "--version", "1.1", *_keyed(keys, "admin"))
+    assert r.exit_code == 0, r.output
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    trial = Trial(Store(study.db))
+    rules = trial.protocol().document()  # the genesis rules, not the registered file's
+    trial.store.close()
+    forged = {**rules, "version": "1.1", "icf_version": "2.0", "late_entry_hours": 10000}
+    data = {"protocol_version": "1.1", "protocol_sha256": sha, "icf_version": "2.0", "protocol": forged}
+    r = study("append", "ProtocolAmended", "--data", json.dumps(data), *_keyed(keys, "admin"))
+    assert r.exit_code == 3 and "not those of the registered document protocol-1.1.toml" in r.stderr
+    # amend with the registered file itself reuses its registration
+    r = study("amend", "--protocol", str(path), *_keyed(keys, "admin"))
+    assert r.exit_code == 0, r.output
+    assert len(study.json("document", "list")) == 1
