@@ -3,8 +3,9 @@
 A consent is taken by a person the ledger knows: ``obtained_by`` must be a
 registered, unrevoked signer whose role the protocol allows to obtain
 consent. It names the signed form by hash whenever that ICF version is
-registered. An amendment names a registered protocol document, and the
-rules it embeds must say the same version and ICF. ``witness`` stays a
+registered. An amendment names a registered protocol document; rules it
+embeds must be that file's (see ``DocumentRegistry.check_amendment``) and
+say the same version and ICF. ``witness`` stays a
 free name: an impartial witness is usually not a user of the system.
 """
 
