@@ -46,6 +46,9 @@ def role_may_sign(protocol: Protocol, role: str, type_name: str) -> bool:
         return False
     is_participant = CATALOGUE.get(type_name) is not None and CATALOGUE[type_name].participant
     allowed = type_name in spec.may_sign or (PARTICIPANT_EVENTS in spec.may_sign and is_participant)
+    # Whoever may amend the protocol may register its documents, so a protocol written before
+    # documents existed can still be amended to a registered document (SPEC §10).
+    allowed = allowed or (type_name == "DocumentRegistered" and "ProtocolAmended" in spec.may_sign)
     return allowed and type_name not in spec.except_
 
 

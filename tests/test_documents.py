@@ -325,3 +325,17 @@ def test_an_amendment_s_embedded_rules_must_be_those_of_its_registered_file(
     r = study("amend", "--protocol", str(path), *_keyed(keys, "admin"))
     assert r.exit_code == 0, r.output
     assert len(study.json("document", "list")) == 1
+
+
+def test_a_protocol_written_before_documents_existed_can_register_and_amend(
+        sqlite_db: str, keys: Keys, tmp_path: Path) -> None:
+    """Its admin may amend the protocol, so may register the amendment's document (no deadlock)."""
+    run = Cli(sqlite_db)
+    old = bundled_protocol_path().read_text().replace(', "DocumentRegistered"]', "]")
+    assert "DocumentRegistered" not in old
+    (tmp_path / "old.toml").write_text(old)
+    assert run("init", "--protocol", str(tmp_path / "old.toml"), "--study-id", "OLD", "--admin-id", "admin",
+               "--admin-name", "Ada", *_keyed(keys, "admin")).exit_code == 0
+    r = run("amend", "--protocol", str(amended_protocol(tmp_path)), *_keyed(keys, "admin"))
+    assert r.exit_code == 0, r.output
+    assert run("verify").exit_code == 0
