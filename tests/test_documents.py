@@ -23,9 +23,12 @@ def _keyed(keys: Keys, user: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-def study(sqlite_db: str, keys: Keys, tmp_path: Path) -> Cli:
+def study(sqlite_db: str, keys: Keys) -> Cli:
     """An initialised ledger with one signer per role and one registered participant, all through the CLI."""
-    run = Cli(sqlite_db)
+    return initialised(Cli(sqlite_db), keys)
+
+
+def initialised(run: Cli, keys: Keys) -> Cli:
     assert run("init", "--protocol", str(bundled_protocol_path()), "--study-id", "MSC-T2DM", "--admin-id", "admin",
                "--admin-name", "Ada Admin", *_keyed(keys, "admin")).exit_code == 0
     for user, role in USER_ROLES.items():
@@ -339,3 +342,15 @@ def test_a_protocol_written_before_documents_existed_can_register_and_amend(
     r = run("amend", "--protocol", str(amended_protocol(tmp_path)), *_keyed(keys, "admin"))
     assert r.exit_code == 0, r.output
     assert run("verify").exit_code == 0
+
+
+@pytest.mark.postgres
+def test_amend_and_reconsent_on_postgres(pg_url: str, keys: Keys, tmp_path: Path) -> None:
+    study = initialised(Cli(pg_url), keys)
+    sha2 = _consented_then_amended(study, keys, tmp_path)
+    assert append(study, keys, "LabResultRecorded", FBG, "2010-10-02T09:00:00+08:00", user="lab1").exit_code == 0
+    append(study, keys, "ConsentSigned", {"icf_version": "2.0", "obtained_by": "inv1", "document_sha256": sha2},
+           "2010-10-03T09:00:00+08:00")
+    kinds = [d["kind"] for d in study.json("deviations")]
+    assert kinds.count("procedure_without_reconsent") == 1
+    assert study("verify").exit_code == 0
