@@ -24,22 +24,12 @@ from ledger import security_log
 from ledger.errors import InputRefused
 from projections import datamanagement as dm
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-
-
-def _json(ctx: click.Context, as_json: bool) -> None:
-    if as_json:
-        ctx.obj["json"] = True
-
-
 @click.command()
 @click.option("--participant", default=None)
 @click.option("--status", type=click.Choice(["open", "answered", "closed"]), default=None)
-@json_option
 @click.pass_context
-def queries(ctx: click.Context, participant: str | None, status: str | None, as_json: bool) -> None:
+def queries(ctx: click.Context, participant: str | None, status: str | None) -> None:
     """Data queries with their thread and age in days (until closed)."""
-    _json(ctx, as_json)
     rows = dm.load(open_store(ctx)).queries(participant, status)
     text = "\n".join(
         f"{q['participant']:<10} {q['query_id']:<12} {q['status']:<9} {q['age_days']:>4} d  "
@@ -54,11 +44,9 @@ def queries(ctx: click.Context, participant: str | None, status: str | None, as_
 
 @click.command()
 @click.option("--participant", default=None)
-@json_option
 @click.pass_context
-def sdv(ctx: click.Context, participant: str | None, as_json: bool) -> None:
+def sdv(ctx: click.Context, participant: str | None) -> None:
     """Source data verification per participant: verified, stale, not verified; the stale entries."""
-    _json(ctx, as_json)
     view = dm.load(open_store(ctx))
     ids = [participant] if participant else view.participant_ids()
     if participant and participant not in view.participant_ids():
@@ -118,11 +106,9 @@ def verify_source(ctx: click.Context, event_id: str, key: Path, passphrase_file:
 
 @click.command("security-log")
 @click.option("--since", type=IsoTime(), default=None, help="Refusals recorded at or after this time.")
-@json_option
 @click.pass_context
-def security_log_cmd(ctx: click.Context, since: datetime | None, as_json: bool) -> None:
+def security_log_cmd(ctx: click.Context, since: datetime | None) -> None:
     """Refused write attempts (21 CFR 11.300(d)); bursts of refusals for one key are FLAGGED."""
-    _json(ctx, as_json)
     rows = security_log.read(open_store(ctx), since)
     emit(ctx, rows, "\n".join(_refusal_line(r) for r in rows) or "no refused attempts")
 

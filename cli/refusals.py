@@ -51,7 +51,7 @@ def record_refusal(ctx: click.Context, reason: str) -> None:
         return
     store = None
     try:
-        store = Store(obj["db"])
+        store = Store(obj["db"], create=False)
         if store.head_position() == 0:
             return  # no ledger here (nothing initialised): a refusal adds no table to it
         user = attempt.get("claimed_user")
