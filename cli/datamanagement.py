@@ -12,10 +12,10 @@ from cli.options import (
     emit,
     key_option,
     load_signer,
-    note_attempt,
     open_store,
     passphrase_file_option,
 )
+from cli.refusals import note_attempt
 from cli.read import IsoTime
 from domain.datamanagement import stored_casebook_hash
 from domain.service import Command, Trial

@@ -22,6 +22,7 @@ from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
 from cli import datamanagement, demo, documents, exports, proofs, read
+from cli.refusals import note_attempt
 from cli.options import (
     LedgerGroup,
     emit,
@@ -29,7 +30,6 @@ from cli.options import (
     load_signer,
     open_store,
     passphrase,
-    note_attempt,
     passphrase_file_option,
     progress,
 )

@@ -16,7 +16,7 @@ from ledger.errors import InputRefused, LedgerError, UsageProblem
 from ledger.keys import Signer, is_world_readable, read_private
 from ledger.store import Store
 
-from cli.refusals import note_attempt, note_key, record_refusal  # noqa: F401 - note_attempt is re-exported for commands
+from cli.refusals import note_key, record_refusal
 
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 

@@ -39,7 +39,7 @@ def note_key(key: Path, kid: str | None = None) -> None:
         words = key.with_name(key.name + ".pub").read_text().split()
         attempt["key_id"] = key_id(raw_public_bytes(public_from_b64(words[0])))
         attempt["claimed_user"] = words[1] if len(words) > 1 else None
-    except Exception:  # noqa: BLE001, S110 - no readable .pub: the key stays unknown
+    except Exception:  # noqa: BLE001 - no readable .pub: the key stays unknown
         pass
 
 

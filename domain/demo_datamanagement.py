@@ -10,7 +10,7 @@ the sponsor locks the database. Deterministic for a seed, like the rest of the d
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain.datamanagement import NOT_VERIFIABLE, stored_casebook_hash
 from domain.service import Command, Trial
@@ -32,7 +32,7 @@ def data_management(trial: Trial, clock: SimClock, scenario: Scenario) -> None:
             by_participant.setdefault(c.participant, []).append(c)
     clock.now = max(p.recorded_at for p in scenario.plan) + timedelta(days=3)
 
-    def act(user: str, type_name: str, pid: str | None, data: dict, *, reason: str | None = None,
+    def act(user: str, type_name: str, pid: str | None, data: dict[str, Any], *, reason: str | None = None,
             meaning: str | None = None) -> str:
         clock.now += timedelta(minutes=7)
         event_id = scenario.new_id()
