@@ -19,7 +19,7 @@ from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, exports, proofs, read
+from cli import demo, exports, proofs, read, witness, witnessing
 from cli.options import (
     LedgerGroup,
     emit,
@@ -204,9 +204,10 @@ def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: P
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A checkpoint you hold: prove today's log extends it (catches truncation and rewrites).")
 @click.option("--since-checkpoint", is_flag=True, help="With --checkpoint: verify only the events after it.")
+@witnessing.witness_options
 @click.pass_context
 def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkpoint_file: Path | None,
-           since_checkpoint: bool) -> None:
+           since_checkpoint: bool, witness_keys: tuple[str, ...], quorum: int | None) -> None:
     """Check every hash link, signature and authorisation in the log."""
     if since_checkpoint and checkpoint_file is None:
         raise click.UsageError("--since-checkpoint needs --checkpoint FILE")
@@ -222,7 +223,8 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
                                 authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
     findings = report.sorted()
     root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
-    ok = report.ok and root_ok and (report.events > 0 or since_checkpoint)
+    witnessed_ok, witnessed = witnessing.verify_witnessed(note, witness_keys, quorum)
+    ok = report.ok and root_ok and (report.events > 0 or since_checkpoint) and witnessed_ok
     payload = {
         "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
         "expected_root": expect_root, "head_position": report.head_position,
@@ -230,6 +232,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
         "finding_count": report.finding_count,
         "findings": [{"position": f.position, "event_id": f.event_id, "reason": f.reason} for f in findings],
+        "witnessed": witnessed,
     }
     if ctx.obj.get("json"):
         emit(ctx, payload, "")
@@ -239,6 +242,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         click.echo(f"tree size: {report.tree_size}  root: {report.tree_root.hex()}")
         if cp is not None:
             click.echo(f"checkpoint: size {cp.size}, root {cp.root.hex()}")
+        witnessing.echo_cosignatures(ctx, witnessed_ok, witnessed)
     if not root_ok:
         click.echo(f"FAIL: root key {report.root_fingerprint} is not the expected {expect_root}", err=True)
     elif report.events == 0 and not since_checkpoint and not findings:
@@ -247,6 +251,8 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         click.echo(f"FAIL: {findings[0].line()}", err=True)
         if report.finding_count > 1:
             click.echo(f"({report.finding_count} findings in all; --json lists them)", err=True)
+    elif not witnessed_ok:
+        click.echo(f"FAIL: {witnessing.shortfall(witnessed)}", err=True)
     elif not ctx.obj.get("json"):
         extra = " and the log extends the checkpoint" if cp is not None else ""
         click.echo(f"OK: every hash link, signature and authorisation verifies{extra}")
@@ -265,7 +271,7 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *witness.COMMANDS, demo.demo):
     cli.add_command(_command)
 
 

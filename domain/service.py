@@ -30,6 +30,7 @@ from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
 from domain.protocol import Protocol
 from domain.rules import Deviation, Entry, IcfVersion, find_deviations
+from domain import witnesses
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
@@ -221,6 +222,8 @@ class Trial:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is not a registered signer")
             if existing.revoked_at is not None:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is already revoked")
+        elif type_name in witnesses.TYPES:
+            witnesses.WitnessSet.replay(self.store.stream(STUDY_STREAM)).check(type_name, payload)
         return payload
 
     def _refuse_duplicate_id(self, event_id: str | None) -> None:
