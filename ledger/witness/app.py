@@ -49,7 +49,10 @@ def create_app(witness: Witness) -> Starlette:
         except BodyTooLarge:
             return PlainTextResponse(f"request body above {MAX_BODY} bytes\n", status_code=413)
         answer = await run_in_threadpool(witness.add_checkpoint, body)
-        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
+        # Set verbatim: Starlette would append "; charset=utf-8" to a text/* media type, and
+        # tlog-witness asks for exactly "text/x.tlog.size" on a 409.
+        return Response(answer.body.encode(), status_code=answer.status,
+                        headers={"content-type": answer.content_type})
 
     return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])
 
