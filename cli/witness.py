@@ -119,7 +119,7 @@ def evidence(ctx: click.Context, state_file: Path) -> None:
 @click.pass_context
 def add(ctx: click.Context, name: str, url: str, vkey_text: str, key: Path, passphrase_file: Path | None) -> None:
     """Register a witness (a signed study event)."""
-    data = {"name": name, "url": url, "vkey": str(read_vkey(vkey_text))}
+    data = {"name": name, "url": url, "vkey": str(read_vkey(vkey_text, "--vkey"))}
     env = Trial(open_store(ctx)).append(Command("WitnessAdded", None, data), load_signer(key, passphrase_file))
     emit(ctx, {"event_id": env.event_id}, f"registered witness {name} at {url}")
 

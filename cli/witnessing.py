@@ -45,7 +45,7 @@ def report_collection(ctx: click.Context, collection: Collection) -> None:
     ctx.exit(1)
 
 
-def read_vkey(value: str) -> Vkey:
+def read_vkey(value: str, param_hint: str = "--witness") -> Vkey:
     """A vkey string, or a file holding one."""
     text = value
     if "+" not in value:
@@ -53,11 +53,11 @@ def read_vkey(value: str) -> Vkey:
             text = Path(value).read_text().strip()
         except (OSError, UnicodeDecodeError) as e:
             raise click.BadParameter(f"{value}: {getattr(e, 'strerror', None) or e}",
-                                     param_hint="--witness") from None
+                                     param_hint=param_hint) from None
     try:
         return parse_vkey(text)
     except NoteError as e:
-        raise click.BadParameter(str(e), param_hint="--witness") from None
+        raise click.BadParameter(str(e), param_hint=param_hint) from None
 
 
 def witness_options(f: Callable[..., Any]) -> Callable[..., Any]:
