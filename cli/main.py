@@ -221,6 +221,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
     with progress(ctx, "verifying", store.count()) as tick:
         report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
                                 authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
+    witnessing.add_time_findings(store, report, witness_keys, note)
     findings = report.sorted()
     root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
     witnessed_ok, witnessed = witnessing.verify_witnessed(note, witness_keys, quorum)

@@ -7,26 +7,15 @@ from pathlib import Path
 
 import click
 
-from cli import witnessing
-from cli.options import (
-    emit,
-    key_option,
-    load_signer,
-    open_store,
-    passphrase_file_option,
-)
 from domain.service import Trial
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
 from ledger.keys import read_public
 from ledger.merkle_log import MerkleLog
-from ledger.proofs import (
-    ProofError,
-    bundle_note,
-    consistency_bundle,
-    inclusion_bundle,
-    verify_bundle,
-)
+from ledger.proofs import ProofError, bundle_note, consistency_bundle, inclusion_bundle, verify_bundle
+
+from cli import witnessing
+from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -8,14 +8,6 @@ from pathlib import Path
 
 import click
 
-from cli.options import (
-    emit,
-    key_option,
-    load_signer,
-    open_store,
-    passphrase_file_option,
-)
-from cli.witnessing import read_vkey
 from domain.service import Command, Trial
 from ledger import cosignature
 from ledger.errors import UsageProblem
@@ -24,6 +16,9 @@ from ledger.note import valid_name
 from ledger.witness.app import bind, make_server
 from ledger.witness.core import Witness
 from ledger.witness.state import WitnessState
+
+from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
+from cli.witnessing import read_vkey
 
 
 @click.group()

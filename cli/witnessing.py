@@ -16,6 +16,9 @@ from ledger import cosignature
 from ledger.merkle_log import MerkleLog
 from ledger.note import NoteError, Vkey, parse_vkey, split
 from ledger.store import Store
+from ledger.verify import Report
+from ledger.witnessed import check_records, witnessed_checkpoints
+from projections.witnessed import stored_notes
 
 
 def collect_for(store: Store, tree: MerkleLog, note: str) -> Collection | None:
@@ -92,6 +95,21 @@ def verify_witnessed(note: str | None, witness_keys: tuple[str, ...],
     if note is None:
         raise click.UsageError("--witness and --quorum need --checkpoint FILE")
     return check_cosignatures(note, witness_keys, quorum)
+
+
+def add_time_findings(store: Store, report: Report, witness_keys: tuple[str, ...], held: str | None) -> None:
+    """Entries whose recorded_at lies outside their witnessed interval, and witnessed roots the log lost.
+
+    With --witness the inspector's keys decide which cosignatures count; without, the witnesses the
+    (verified) log registered. The inspector's own --checkpoint counts as well as the stored ones.
+    """
+    vkeys = [read_vkey(k) for k in witness_keys] if witness_keys else \
+        [w.vkey for w in WitnessSet.replay(store.stream(STUDY_STREAM)).witnesses.values()]
+    if not vkeys:
+        return
+    witnessed = witnessed_checkpoints([*stored_notes(store), *([held] if held else [])], vkeys)
+    for finding in check_records(store.records, witnessed):
+        report.add(finding)
 
 
 def echo_cosignatures(ctx: click.Context, ok: bool, info: dict[str, Any] | None) -> None:

@@ -20,6 +20,7 @@ from domain.signers import SignerRegistry, STUDY_STREAM
 from ledger.merkle_log import MerkleLog
 from ledger.verify_log import verify_log
 from projections import audit as audit_rows
+from projections.witnessed import WitnessedTimes
 from projections.projector import Projections
 from projections.timetravel import state_at
 
@@ -95,6 +96,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
+    witnessed = WitnessedTimes(store)
     until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
     participants = []
     for row in projections.participants():
@@ -107,7 +109,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         else:
             st = projections.participant(pid) or {}
             devs = projections.deviations(pid)
-        audit = list(projections.audit(participant=pid, until_us=until_us))
+        audit = [{**a, **witnessed.interval(a["position"])} for a in projections.audit(participant=pid, until_us=until_us)]
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol)})
     deviations = [d for p in participants for d in p["deviations"]]
@@ -129,4 +131,5 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
+        witnesses=witnessed.latest(),
     )

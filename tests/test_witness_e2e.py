@@ -212,3 +212,62 @@ def test_witness_events_are_checked(sqlite_db: str, sqlite_trial: Trial, keys: K
     r = run("witness", "add", "--name", "w.test/a", "--url", "http://127.0.0.1:1", "--vkey", "w.test/a+00+AA==",
             "--key", admin)
     assert r.exit_code == 2 and "--vkey" in r.stderr and "8 lower-case hex digits" in r.stderr
+
+
+def test_witnessed_intervals_in_audit_and_verify_flags_a_post_dated_entry(
+        sqlite_db: str, sqlite_trial: Trial, keys: Keys, witnesses: Witnesses, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from domain.service import Command
+
+    run = Cli(sqlite_db)
+    register(sqlite_trial, keys, "S01-001")
+    register_witnesses(run, keys, witnesses)
+    assert run("checkpoint", "--key", str(keys.path("admin"))).exit_code == 0
+    register(sqlite_trial, keys, "S01-002")
+    assert run("checkpoint", "--key", str(keys.path("admin"))).exit_code == 0
+    rows = {r["participant"]: r for r in run.json("audit") if r["participant"]}
+    first, second = rows["S01-001"], rows["S01-002"]
+    assert first["witnessed_after"] is None and first["witnessed_before"] is not None
+    assert second["witnessed_after"] == first["witnessed_before"] and second["witnessed_before"] is not None
+    assert run("verify").exit_code == 0
+
+    # A writer whose clock runs a day ahead: its entry claims a time after the witnesses had already seen it.
+    ahead = Trial(sqlite_trial.store, clock=lambda: datetime.now(UTC) + timedelta(days=1))
+    ahead.append(Command("ParticipantRegistered", "S01-003", {"site": "S01", "sex": "F", "birth_year": 1970},
+                         occurred_at="2010-09-01T09:00:00+08:00"), keys.signers["inv1"])
+    assert run("checkpoint", "--key", str(keys.path("admin"))).exit_code == 0
+    r = run("verify")
+    assert r.exit_code == 1 and "outside its witnessed interval" in r.stderr and "already seen it" in r.stderr
+    # An inspector who trusts none of these witnesses sees no interval, so no such finding.
+    stranger = str(vkey_for("x.test/w", generate()))
+    cp = tmp_path / "cp.txt"
+    table = sqlite_trial.store.table("merkle_checkpoints")
+    latest = sqlite_trial.store.fetch(f"SELECT note FROM {table} ORDER BY tree_size DESC LIMIT 1")
+    cp.write_text(latest[0]["note"])
+    r = run("verify", "--checkpoint", str(cp), "--witness", stranger, "--quorum", "0")
+    assert r.exit_code == 0, r.output
+
+
+def test_report_shows_witnesses_and_latest_cosignatures(
+        sqlite_db: str, sqlite_trial: Trial, keys: Keys, witnesses: Witnesses, tmp_path: Path) -> None:
+    run = Cli(sqlite_db)
+    register(sqlite_trial, keys, "S01-001")
+    register_witnesses(run, keys, witnesses)
+    assert run("checkpoint", "--key", str(keys.path("admin"))).exit_code == 0
+    out = tmp_path / "report.html"
+    assert run("report", "--out", str(out)).exit_code == 0
+    html = out.read_text()
+    for name in witnesses.names:
+        assert f"{name} at " in html
+    assert html.count("latest cosignature ") == 2 and "witnessed (after … before)" in html
+
+
+def test_intervals_bound_each_key_by_the_checkpoints_around_it() -> None:
+    from ledger.witnessed import Intervals
+
+    # checkpoints of size 2 (witnessed at 100), 5 (at 300) and 5 again later (at 400): last keys 1, 4, 4.
+    iv = Intervals([(1, 100), (4, 300), (4, 400)])
+    assert iv.interval(0) == (None, 100) and iv.interval(1) == (None, 100)
+    assert iv.interval(2) == (100, 300) and iv.interval(4) == (100, 300)
+    assert iv.interval(5) == (400, None)
