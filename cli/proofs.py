@@ -7,12 +7,15 @@ from pathlib import Path
 
 import click
 
+from domain.cosigning import Collection
 from domain.service import Trial
+from domain.signers import SignerRegistry
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
-from ledger.keys import read_public
+from ledger.keys import Signer, read_public
 from ledger.merkle_log import MerkleLog
 from ledger.proofs import ProofError, bundle_note, consistency_bundle, inclusion_bundle, verify_bundle
+from ledger.store import Store
 
 from cli import witnessing
 from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
@@ -40,8 +43,23 @@ def _write(out: Path | None, blob: bytes) -> None:
 @click.pass_context
 def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out: Path | None) -> None:
     """Sign a C2SP tlog-checkpoint of the whole log (root or log key) and collect witness cosignatures."""
-    signer = load_signer(key, passphrase_file)
     store = open_store(ctx)
+    size, root, note, collection = sign_checkpoint(store, load_signer(key, passphrase_file))
+    _write(out, note.encode())
+    if out is not None:
+        emit(ctx, {"tree_size": size, "root": root.hex(), "out": str(out)},
+             f"checkpoint of {size} events written to {out}")
+    if collection is not None:
+        witnessing.report_collection(ctx, collection)
+
+
+def checkpoint_origin(registry: SignerRegistry) -> str:
+    """The log's checkpoint origin (one place: `checkpoint` and the demo's witnesses use it)."""
+    return f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
+
+
+def sign_checkpoint(store: Store, signer: Signer) -> tuple[int, bytes, str, Collection | None]:
+    """Sign the whole log's checkpoint, ask the registered witnesses to cosign it, store it (also for `demo`)."""
     registry = Trial(store).registry()
     if registry.root_public is None or registry.study_id is None:
         raise InputRefused("--db: the ledger is not initialised")
@@ -50,18 +68,12 @@ def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out:
                            "or a registered key of role log")
     tree = MerkleLog(store)
     size = tree.sync()
-    origin = f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
-    cp = notes.Checkpoint(origin, size, tree.root(size))
+    cp = notes.Checkpoint(checkpoint_origin(registry), size, tree.root(size))
     note = cp.sign(signer)
     collection = witnessing.collect_for(store, tree, note)
     note = collection.note if collection else note
     tree.save_checkpoint(size, cp.root, note)
-    _write(out, note.encode())
-    if out is not None:
-        emit(ctx, {"tree_size": size, "root": cp.root.hex(), "out": str(out)},
-             f"checkpoint of {size} events written to {out}")
-    if collection is not None:
-        witnessing.report_collection(ctx, collection)
+    return size, cp.root, note, collection
 
 
 @click.group()
