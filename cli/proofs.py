@@ -55,6 +55,7 @@ def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out:
 
 def checkpoint_origin(registry: SignerRegistry) -> str:
     """The log's checkpoint origin (one place: `checkpoint` and the demo's witnesses use it)."""
+    assert registry.root_fingerprint is not None
     return f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
 
 
