@@ -211,6 +211,8 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
     """Check every hash link, signature and authorisation in the log."""
     if since_checkpoint and checkpoint_file is None:
         raise click.UsageError("--since-checkpoint needs --checkpoint FILE")
+    if (witness_keys or quorum is not None) and checkpoint_file is None:
+        raise click.UsageError("--witness and --quorum need --checkpoint FILE")
     note = None
     if checkpoint_file is not None:
         try:
@@ -221,7 +223,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
     with progress(ctx, "verifying", store.count()) as tick:
         report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
                                 authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
-    witnessing.add_time_findings(store, report, witness_keys, note)
+    newest_witnessed = witnessing.add_time_findings(store, report, witness_keys, note)
     findings = report.sorted()
     root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
     witnessed_ok, witnessed = witnessing.verify_witnessed(note, witness_keys, quorum)
@@ -233,7 +235,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
         "finding_count": report.finding_count,
         "findings": [{"position": f.position, "event_id": f.event_id, "reason": f.reason} for f in findings],
-        "witnessed": witnessed,
+        "witnessed": witnessed, "newest_witnessed": newest_witnessed,
     }
     if ctx.obj.get("json"):
         emit(ctx, payload, "")
@@ -244,6 +246,8 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         if cp is not None:
             click.echo(f"checkpoint: size {cp.size}, root {cp.root.hex()}")
         witnessing.echo_cosignatures(ctx, witnessed_ok, witnessed)
+        if newest_witnessed:
+            click.echo(f"newest witnessed state of this ledger: {newest_witnessed}")
     if not root_ok:
         click.echo(f"FAIL: root key {report.root_fingerprint} is not the expected {expect_root}", err=True)
     elif report.events == 0 and not since_checkpoint and not findings:

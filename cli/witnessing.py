@@ -17,7 +17,7 @@ from ledger.merkle_log import MerkleLog
 from ledger.note import NoteError, Vkey, parse_vkey, split
 from ledger.store import Store
 from ledger.verify import Report
-from ledger.witnessed import check_records, witnessed_checkpoints
+from ledger.witnessed import check_records, iso, witnessed_checkpoints
 from projections.witnessed import stored_notes
 
 
@@ -97,19 +97,22 @@ def verify_witnessed(note: str | None, witness_keys: tuple[str, ...],
     return check_cosignatures(note, witness_keys, quorum)
 
 
-def add_time_findings(store: Store, report: Report, witness_keys: tuple[str, ...], held: str | None) -> None:
+def add_time_findings(store: Store, report: Report, witness_keys: tuple[str, ...], held: str | None) -> str | None:
     """Entries whose recorded_at lies outside their witnessed interval, and witnessed roots the log lost.
 
     With --witness the inspector's keys decide which cosignatures count; without, the witnesses the
     (verified) log registered. The inspector's own --checkpoint counts as well as the stored ones.
+    Returns the newest time a witness vouched for a state of this log (ISO), if any.
     """
     vkeys = [read_vkey(k) for k in witness_keys] if witness_keys else \
         [w.vkey for w in WitnessSet.replay(store.stream(STUDY_STREAM)).witnesses.values()]
     if not vkeys:
-        return
+        return None
     witnessed = witnessed_checkpoints([*stored_notes(store), *([held] if held else [])], vkeys)
-    for finding in check_records(store.records, witnessed):
+    findings, newest = check_records(store.records, witnessed)
+    for finding in findings:
         report.add(finding)
+    return iso(newest)
 
 
 def echo_cosignatures(ctx: click.Context, ok: bool, info: dict[str, Any] | None) -> None:

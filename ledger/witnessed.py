@@ -125,20 +125,23 @@ def holding(witnessed: list[Witnessed], folded: dict[int, tuple[bytes, int]]) ->
 
 
 def check_records(records: Callable[[], Iterator[Record]], witnessed: list[Witnessed],
-                  skew: timedelta = SKEW_TOLERANCE) -> list[Finding]:
+                  skew: timedelta = SKEW_TOLERANCE) -> tuple[list[Finding], int | None]:
     """Findings for ``verify``: witnessed roots the log does not reproduce, and entries outside their interval.
 
     Two streaming passes over the (already verified) records: the first
     recomputes the root at each witnessed size, the second checks every
     entry's ``recorded_at`` against the intervals of the checkpoints that held.
+    Also returns the newest cosignature time over a checkpoint that held.
     """
     folded = fold(records(), {w.size for w in witnessed})
     findings = [Finding(0, "", f"witnessed checkpoint of size {w.size} (cosigned {iso(w.time)}) has a root the "
                                "log does not reproduce: rewritten after it was witnessed")
                 for w in witnessed if w.size in folded and folded[w.size][0] != w.root]
-    intervals = Intervals((w.size - 1, w.time) for w in holding(witnessed, folded))
+    held = holding(witnessed, folded)
+    newest = max((c.timestamp for w in held for c in w.cosignatures), default=None)
+    intervals = Intervals((w.size - 1, w.time) for w in held)
     if not intervals:
-        return findings
+        return findings, newest
     for index, record in enumerate(records()):
         try:
             recorded_at = record.envelope().recorded_at
@@ -147,4 +150,4 @@ def check_records(records: Callable[[], Iterator[Record]], witnessed: list[Witne
         why = outside(recorded_at, *intervals.interval(index), skew=skew)
         if why is not None:
             findings.append(Finding(record.position, record.event_id, f"outside its witnessed interval: {why}"))
-    return findings
+    return findings, newest

@@ -88,6 +88,9 @@ def test_checkpoint_is_cosigned_and_inspector_counts_cosignatures(
     ok = run("verify", "--checkpoint", str(cp), *witness_args(witnesses), "--quorum", "2")
     assert ok.exit_code == 0, ok.output
     assert "cosigned by ethics.test/w1 at " in ok.stdout and "newest witnessed time: " in ok.stdout
+    assert "newest witnessed state of this ledger: " in ok.stdout
+    r = run("verify", *witness_args(witnesses))
+    assert r.exit_code == 2 and "--witness and --quorum need --checkpoint FILE" in r.stderr
     # The vkey may be given in a file, too.
     vfile = tmp_path / "w1.vkey"
     vfile.write_text(witnesses.vkeys[0] + "\n")
