@@ -253,3 +253,34 @@ def test_state_survives_kill_9(tmp_path: Path, log: ToyLog) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+
+def test_witness_cli_vkey_and_refusals(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from ledger.cosignature import vkey_for
+    from ledger.keys import read_private
+
+    key = tmp_path / "w.key"
+    write_key_pair(generate(), "w", key, PASSPHRASE)
+    env = {"TRIAL_LEDGER_PASSPHRASE": PASSPHRASE}
+    runner = CliRunner()
+
+    def run(*args: str):  # noqa: ANN202 - click's Result
+        return runner.invoke(cli, list(args), env=env, obj={})
+
+    r = run("witness", "vkey", "--name", NAME, "--key", str(key))
+    assert r.exit_code == 0 and r.stdout.strip() == str(vkey_for(NAME, read_private(key, PASSPHRASE)))
+    assert r.stdout.startswith(NAME + "+") and len(r.stdout.strip().split("+", 2)[1]) == 8
+    r = run("witness", "serve", "--name", NAME, "--key", str(key), "--state", str(tmp_path / "s.db"),
+            "--log", "no-equals-sign", "--listen", "127.0.0.1:0")
+    assert r.exit_code == 2 and "ORIGIN=PUBKEYFILE" in r.stderr
+    r = run("witness", "serve", "--name", "has space", "--key", str(key), "--state", str(tmp_path / "s.db"),
+            "--log", f"{ORIGIN}={tmp_path / 'missing.pub'}")
+    assert r.exit_code == 2 and "--name" in r.stderr
+    r = run("witness", "serve", "--name", NAME, "--key", str(key), "--state", str(tmp_path / "s.db"),
+            "--log", f"{ORIGIN}={tmp_path / 'missing.pub'}", "--listen", "127.0.0.1:0")
+    assert r.exit_code != 0 and "missing.pub" in r.stderr and not (tmp_path / "s.db").exists()
+    r = run("witness", "evidence", "--state", str(tmp_path / "nothing.db"))
+    assert r.exit_code == 2 and not (tmp_path / "nothing.db").exists()
