@@ -256,7 +256,7 @@ def test_state_survives_kill_9(tmp_path: Path, log: ToyLog) -> None:
 
 
 def test_witness_cli_vkey_and_refusals(tmp_path: Path) -> None:
-    from click.testing import CliRunner
+    from click.testing import CliRunner, Result
 
     from cli.main import cli
     from ledger.cosignature import vkey_for
@@ -267,7 +267,7 @@ def test_witness_cli_vkey_and_refusals(tmp_path: Path) -> None:
     env = {"TRIAL_LEDGER_PASSPHRASE": PASSPHRASE}
     runner = CliRunner()
 
-    def run(*args: str):  # noqa: ANN202 - click's Result
+    def run(*args: str) -> Result:
         return runner.invoke(cli, list(args), env=env, obj={})
 
     r = run("witness", "vkey", "--name", NAME, "--key", str(key))
