@@ -46,7 +46,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     db = ctx.obj["db"]
     keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))
     keys_dir.mkdir(parents=True, exist_ok=True)
-    witness_lines = run_witnesses(Trial(store, clock=clock), scenario.signers["admin-sponsor"], seed, keys_dir) \
+    # Witness events carry today's time, not the simulated calendar: witnesses cosign in real time.
+    witness_lines = run_witnesses(Trial(store), scenario.signers["admin-sponsor"], seed, keys_dir) \
         if witnesses else []
     report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
     projections = Projections(store)
