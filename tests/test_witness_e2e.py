@@ -274,3 +274,18 @@ def test_intervals_bound_each_key_by_the_checkpoints_around_it() -> None:
     assert iv.interval(0) == (None, 100) and iv.interval(1) == (None, 100)
     assert iv.interval(2) == (100, 300) and iv.interval(4) == (100, 300)
     assert iv.interval(5) == (400, None)
+
+
+def test_cosigned_checkpoint_on_each_back_end(trial: Trial, keys: Keys, run: Cli, tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        ws = Witnesses(stack, tmp_path, keys.signers["admin"].public_raw)
+        ws.start(origin_of(trial))
+        register(trial, keys, "S01-001")
+        register_witnesses(run, keys, ws)
+        cp = tmp_path / "cp.txt"
+        assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(cp)).exit_code == 0
+        register(trial, keys, "S01-002")
+        assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(cp)).exit_code == 0
+        r = run("verify", "--checkpoint", str(cp), *witness_args(ws), "--quorum", "2")
+        assert r.exit_code == 0, r.output
+        assert all(w.state.latest(origin_of(trial)).size == trial.store.count() for w in ws.objects)
