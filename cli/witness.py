@@ -102,7 +102,10 @@ def evidence(ctx: click.Context, state_file: Path) -> None:
         click.echo("no evidence of misbehaviour")
     for row in rows:
         click.echo(f"#{row['id']} {row['at']} {row['origin']}: {row['reason']}")
-        click.echo("  request:\n    " + row["request"].rstrip("\n").replace("\n", "\n    "))
+        if row["stored_checkpoint"]:
+            click.echo("  the checkpoint it had cosigned:\n    "
+                       + row["stored_checkpoint"].rstrip("\n").replace("\n", "\n    "))
+        click.echo("  the request (valid log signature):\n    " + row["request"].rstrip("\n").replace("\n", "\n    "))
 
 
 @witness.command("add")
