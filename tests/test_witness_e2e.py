@@ -196,6 +196,11 @@ def test_a_log_key_signs_checkpoints_so_the_root_key_stays_offline(
         assert run("verify", "--checkpoint", str(cp), *witness_args(ws), "--quorum", "2").exit_code == 0
     # A log key may not sign events, and other signers may not sign checkpoints.
     assert run("checkpoint", "--key", str(keys.path("inv1"))).exit_code == 3
+    # Once revoked, the log key signs no new checkpoint, but the one it signed still verifies.
+    assert run("signer", "revoke", "--user-id", "log1", "--reason", "rotated",
+               "--key", str(keys.path("admin"))).exit_code == 0
+    assert run("checkpoint", "--key", str(keys.path("outsider"))).exit_code == 3
+    assert run("verify", "--checkpoint", str(cp)).exit_code == 0
 
 
 def test_witness_events_are_checked(sqlite_db: str, sqlite_trial: Trial, keys: Keys) -> None:
