@@ -16,6 +16,7 @@ from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, utc_now
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
+from ledger.verdict import judge
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
@@ -225,9 +226,9 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
                                 authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
     newest_witnessed = witnessing.add_time_findings(store, report, witness_keys, note)
     findings = report.sorted()
-    root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
+    verdict = judge(report, expect_root=expect_root, since_checkpoint=since_checkpoint)
     witnessed_ok, witnessed = witnessing.verify_witnessed(note, witness_keys, quorum)
-    ok = report.ok and root_ok and (report.events > 0 or since_checkpoint) and witnessed_ok
+    ok = verdict.ok and witnessed_ok
     payload = {
         "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
         "expected_root": expect_root, "head_position": report.head_position,
@@ -248,13 +249,9 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         witnessing.echo_cosignatures(ctx, witnessed_ok, witnessed)
         if newest_witnessed:
             click.echo(f"newest witnessed state of this ledger: {newest_witnessed}")
-    if not root_ok:
-        click.echo(f"FAIL: root key {report.root_fingerprint} is not the expected {expect_root}", err=True)
-    elif report.events == 0 and not since_checkpoint and not findings:
-        click.echo("FAIL: the ledger is empty", err=True)
-    elif findings:
-        click.echo(f"FAIL: {findings[0].line()}", err=True)
-        if report.finding_count > 1:
+    if not verdict.ok:
+        click.echo(f"FAIL: {verdict.reason}", err=True)
+        if verdict.more:
             click.echo(f"({report.finding_count} findings in all; --json lists them)", err=True)
     elif not witnessed_ok:
         click.echo(f"FAIL: {witnessing.shortfall(witnessed)}", err=True)

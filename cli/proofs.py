@@ -62,7 +62,7 @@ def checkpoint_origin(registry: SignerRegistry) -> str:
 def sign_checkpoint(store: Store, signer: Signer) -> tuple[int, bytes, str, Collection | None]:
     """Sign the whole log's checkpoint, ask the registered witnesses to cosign it, store it (also for `demo`)."""
     registry = Trial(store).registry()
-    if registry.root_public is None or registry.study_id is None:
+    if registry.root_public is None or registry.study_id is None or registry.root_fingerprint is None:
         raise InputRefused("--db: the ledger is not initialised")
     if signer.public_raw not in registry.checkpoint_keys():
         raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`) "
