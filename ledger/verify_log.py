@@ -68,7 +68,7 @@ def _check_note(report: Report, note: str, root_public: bytes | None, authority:
         report.add(Finding(0, "", "checkpoint: the ledger has no root key to check it with"))
         return
     # A dedicated checkpoint (log) key registered in the log signs too, so the root key can stay offline.
-    extra = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
+    extra: list[bytes] = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
     for key in [root_public, *extra]:
         try:
             notes.verify(note, key)

@@ -111,7 +111,7 @@ def test_400_old_size_above_checkpoint_size(url: str, log: ToyLog) -> None:
     assert (r.status_code, r.text) == (400, "old size 9 is above the checkpoint size 5\n")
 
 
-@pytest.mark.parametrize("body, reason", [
+@pytest.mark.parametrize(("body", "reason"), [
     (b"", "no empty line between the proof and the checkpoint"),
     (b"old 01\n\n", "the first line must be 'old <size>' in decimal without leading zeroes"),
     (b"new 0\n\n", "the first line must be 'old <size>' in decimal without leading zeroes"),
