@@ -24,6 +24,7 @@ from ledger.verdict import judge
 from ledger.verify_log import verify_log
 from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
+from projections.witnessed import WitnessedTimes
 from projections.projector import Projections
 from projections.summary import summarise
 from projections.timetravel import state_at
@@ -97,6 +98,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
+    witnessed = WitnessedTimes(store)
     until_us = None if as_of is None else epoch_us(as_of.isoformat())
     dm_view = dm.load(store, until_recorded=as_of)
     participants = []
@@ -110,7 +112,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         else:
             st = projections.participant(pid) or {}
             devs = projections.deviations(pid)
-        audit = list(projections.audit(participant=pid, until_us=until_us))
+        audit = [{**a, **witnessed.interval(a["position"])} for a in projections.audit(participant=pid, until_us=until_us)]
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol),
                              "consents": consent_rows(st, registry.documents),
@@ -136,5 +138,6 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents),
+        witnesses=witnessed.latest(),
         dm_totals=dm_view.totals(now=as_of),
     )
