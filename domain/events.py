@@ -22,7 +22,7 @@ Meaning = Literal["authorship", "review", "approval", "responsibility"]
 
 
 class Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, defer_build=True)
 
 
 # -- study-level events ------------------------------------------------------------------

@@ -84,6 +84,10 @@ class SignerRegistry:
         self.documents = DocumentRegistry()
         # (effective from, protocol): the genesis protocol, then each amendment's from its clinical time
         self.protocols: list[tuple[datetime | None, Protocol]] = []
+        # (key_id, author, type) -> (key, entry) for grants already decided; emptied whenever a
+        # study event changes the registry, so a grant is never reused across a registration,
+        # revocation or amendment. verify asks once per event: this keeps it a dict lookup.
+        self._granted: dict[tuple[str, str, str], tuple[bytes, SignerEntry]] = {}
 
     @classmethod
     def replay(cls, envelopes: list[Envelope]) -> SignerRegistry:
@@ -121,6 +125,30 @@ class SignerRegistry:
     # -- Authority (ledger.verify) ---------------------------------------------------------
 
     def authorise(self, envelope: Envelope) -> bytes:
+        granted = self._granted.get((envelope.key_id, envelope.author, envelope.type))
+        if granted is not None:
+            public, entry = granted
+            if entry.valid_from is not None:
+                self._check_valid_from(entry, envelope.recorded_at)
+            return public
+        public = self._authorise(envelope)
+        if envelope.type != "StudyInitialised":
+            entry = self.signer_for_key(envelope.key_id)
+            if entry is not None:
+                self._granted[(envelope.key_id, envelope.author, envelope.type)] = (public, entry)
+        return public
+
+    @staticmethod
+    def _check_valid_from(entry: SignerEntry, recorded_at: str) -> None:
+        assert entry.valid_from is not None
+        try:
+            recorded = parse_instant(recorded_at, "recorded_at")
+        except Exception:  # noqa: BLE001 - any unparsable time is an authorisation failure
+            raise Unauthorised("recorded_at is not a valid time") from None
+        if recorded < entry.valid_from:
+            raise Unauthorised(f"key of {entry.user_id} is not valid before {entry.valid_from.isoformat()}")
+
+    def _authorise(self, envelope: Envelope) -> bytes:
         if envelope.type == "StudyInitialised":
             return self._authorise_genesis(envelope)
         if not self.initialised or self.protocol is None:
@@ -133,12 +161,7 @@ class SignerRegistry:
         if entry.revoked_at is not None:
             raise Unauthorised(f"signer {entry.user_id} was revoked at {entry.revoked_at}")
         if entry.valid_from is not None:
-            try:
-                recorded = parse_instant(envelope.recorded_at, "recorded_at")
-            except Exception:  # noqa: BLE001 - any unparsable time is an authorisation failure
-                raise Unauthorised("recorded_at is not a valid time") from None
-            if recorded < entry.valid_from:
-                raise Unauthorised(f"key of {entry.user_id} is not valid before {entry.valid_from.isoformat()}")
+            self._check_valid_from(entry, envelope.recorded_at)
         if not role_may_sign(self.protocol, entry.role, envelope.type):
             raise Unauthorised(f"role {entry.role} ({entry.user_id}) may not sign {envelope.type}")
         return entry.public_raw
@@ -159,6 +182,7 @@ class SignerRegistry:
         """Apply a study-level event; malformed data is ignored (verify reports it elsewhere)."""
         handler = getattr(self, f"_on_{envelope.type}", None)
         if handler is not None:
+            self._granted.clear()
             with contextlib.suppress(Exception):  # a hostile payload must never crash the verifier
                 handler(envelope)
 

@@ -188,13 +188,16 @@ class CompactRange:
 
     def __init__(self, frontier: Sequence[tuple[int, bytes]] = ()):
         self.nodes: list[tuple[int, bytes]] = list(frontier)  # (subtree size, hash), largest first
-
-    @property
-    def size(self) -> int:
-        return sum(s for s, _ in self.nodes)
+        self.size = sum(s for s, _ in self.nodes)  # kept, not summed per call: verify asks once per row
 
     def append(self, leaf: bytes) -> None:
-        self.append_returning(leaf)
+        """Append a leaf (the verifier's hot path: no list of completed subtrees is built)."""
+        nodes, size, h = self.nodes, 1, leaf
+        while nodes and nodes[-1][0] == size:
+            left_size, left = nodes.pop()
+            size, h = left_size + size, hashlib.sha256(b"\x01" + left + h).digest()
+        nodes.append((size, h))
+        self.size += 1
 
     def append_returning(self, leaf: bytes) -> list[tuple[int, bytes]]:
         """Append a leaf; return every perfect subtree (size, hash) it completed, the leaf first."""
@@ -205,6 +208,7 @@ class CompactRange:
             size, h = left_size + size, node_hash(left, h)
             completed.append((size, h))
         self.nodes.append((size, h))
+        self.size += 1
         return completed
 
     def root(self) -> bytes:
