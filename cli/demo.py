@@ -18,7 +18,6 @@ from ledger.verify import verify_records
 from projections.datamanagement import load as load_data_management
 from projections.projector import Projections
 
-from cli.demo_witnesses import run_witnesses
 from cli.options import open_store
 from cli.read import render_summary
 
@@ -48,6 +47,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     db = ctx.obj["db"]
     keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))
     keys_dir.mkdir(parents=True, exist_ok=True)
+    from cli.demo_witnesses import run_witnesses  # the HTTP stack loads only when the demo runs witnesses
+
     # Witness events carry today's time, not the simulated calendar: witnesses cosign in real time.
     witness_lines = run_witnesses(Trial(store), scenario.signers["admin-sponsor"], seed, keys_dir) \
         if witnesses else []

@@ -13,7 +13,6 @@ from ledger import cosignature
 from ledger.errors import UsageProblem
 from ledger.keys import public_from_b64, raw_public_bytes, read_public
 from ledger.note import valid_name
-from ledger.witness.app import bind, make_server
 from ledger.witness.core import Witness
 from ledger.witness.state import WitnessState
 
@@ -61,6 +60,8 @@ def serve(name: str, key: Path, passphrase_file: Path | None, state_file: Path, 
     host, port = _listen(listen)
     signer = load_signer(key, passphrase_file)
     trusted = _logs(logs)
+    from ledger.witness.app import bind, make_server  # the HTTP stack loads only for the one command that serves
+
     try:
         sock = bind(host, port)
     except OSError as e:

@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where witnesses are asked: every other command starts sooner
+    import httpx
 
 from domain.witnesses import RegisteredWitness, WitnessSet
 from ledger import checkpoint as notes
@@ -61,6 +64,8 @@ def collect(tree: MerkleLog, note: str, witnesses: WitnessSet,
         return tree.consistency(old, cp.size) if 0 < old < cp.size else []
 
     outcomes = []
+    import httpx
+
     client = client_factory() if client_factory else httpx.Client(timeout=10.0, trust_env=False)
     with client:
         for w in sorted(witnesses.witnesses.values(), key=lambda w: w.name):
