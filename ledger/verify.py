@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from ledger.chain import GENESIS_PREV_HASH, link_hash
 from ledger.envelope import Envelope, Record
-from ledger.keys import verify_signature
+from ledger.keys import failed_signatures, verify_signature
 
 MAX_FINDINGS_KEPT = 1000
 SIGNATURE_CHUNK = 512
@@ -93,47 +93,60 @@ class Report:
 
 _decode = Envelope.__pydantic_validator__.validate_json  # Envelope.from_canonical without two wrapper calls
 
-SignatureJob = tuple[int, str, bytes, bytes, bytes]  # position, event_id, public key, signature, hash
-
-
-def _check_signatures(chunk: list[SignatureJob]) -> list[tuple[int, str]]:
-    return [(pos, eid) for pos, eid, pub, sig, digest in chunk if not verify_signature(pub, sig, digest)]
-
 
 class _SignatureChecker:
-    """Runs signature checks inline (jobs=1) or in a pool with a bounded window."""
+    """Runs signature checks inline (jobs=1) or in a pool with a bounded window.
+
+    A chunk travels to a worker as one bytes object (key ‖ signature ‖ hash
+    per check, see :func:`ledger.keys.failed_signatures`) and comes back as
+    the indexes that failed; who each check belongs to stays in the main
+    process, so nothing per event is pickled.
+    """
 
     def __init__(self, jobs: int, report: Report):
         self.report = report
-        self.chunk: list[SignatureJob] = []
+        self.parts: list[bytes] = []
+        self.owners: list[tuple[int, str]] = []
         self.pool = multiprocessing.get_context("fork").Pool(jobs) if jobs > 1 else None
-        self.window: deque[multiprocessing.pool.AsyncResult[list[tuple[int, str]]]] = deque()
+        self.window: deque[tuple[multiprocessing.pool.AsyncResult[list[int]], list[tuple[int, str]]]] = deque()
         self.max_window = 2 * jobs
 
-    def add(self, job: SignatureJob) -> None:
-        self.chunk.append(job)
-        if len(self.chunk) >= SIGNATURE_CHUNK:
+    def add(self, position: int, event_id: str, public: bytes, signature: bytes, digest: bytes) -> None:
+        if len(public) != 32 or len(signature) != 64 or len(digest) != 32:
+            # a damaged column: checked here, one by one, as before
+            if not verify_signature(public, signature, digest):
+                self._fail(position, event_id)
+            return
+        self.parts.append(public + signature + digest)
+        self.owners.append((position, event_id))
+        if len(self.owners) >= SIGNATURE_CHUNK:
             self._submit()
 
     def _submit(self) -> None:
-        chunk, self.chunk = self.chunk, []
-        if not chunk:
+        blob, owners = b"".join(self.parts), self.owners
+        self.parts, self.owners = [], []
+        if not owners:
             return
         if self.pool is None:
-            self._collect(_check_signatures(chunk))
+            self._collect(failed_signatures(blob), owners)
             return
-        self.window.append(self.pool.apply_async(_check_signatures, (chunk,)))
+        self.window.append((self.pool.apply_async(failed_signatures, (blob,)), owners))
         while len(self.window) >= self.max_window:
-            self._collect(self.window.popleft().get())
+            pending, owners = self.window.popleft()
+            self._collect(pending.get(), owners)
 
-    def _collect(self, failures: list[tuple[int, str]]) -> None:
-        for pos, eid in failures:
-            self.report.add(Finding(pos, eid, "signature does not verify under the signer's registered key"))
+    def _collect(self, failures: list[int], owners: list[tuple[int, str]]) -> None:
+        for index in failures:
+            self._fail(*owners[index])
+
+    def _fail(self, position: int, event_id: str) -> None:
+        self.report.add(Finding(position, event_id, "signature does not verify under the signer's registered key"))
 
     def finish(self) -> None:
         self._submit()
         while self.window:
-            self._collect(self.window.popleft().get())
+            pending, owners = self.window.popleft()
+            self._collect(pending.get(), owners)
         if self.pool is not None:
             self.pool.close()
             self.pool.join()
@@ -213,34 +226,35 @@ def _verify_one(
     checker: _SignatureChecker,
     report: Report,
 ) -> None:
-    def fail(reason: str) -> None:
-        report.add(Finding(record.position, record.event_id, reason))
-
+    """The sequential checks of one row; written for the common case (no finding, no closure)."""
     if record.prev_hash != prev_hash:
-        fail(
-            f"chain broken: prev_hash does not match the event at position {prev_position}; "
-            "an event before it was deleted, inserted or reordered"
-        )
+        _fail(report, record, f"chain broken: prev_hash does not match the event at position {prev_position}; "
+                              "an event before it was deleted, inserted or reordered")
     if len(record.hash) != 32 or link_hash(record.state, prev_hash) != record.hash:
-        fail("hash mismatch: the stored content or hash was changed")
+        _fail(report, record, "hash mismatch: the stored content or hash was changed")
     try:
         env = _decode(record.state)
     except (ValueError, ValidationError, UnicodeDecodeError, RecursionError):
-        fail("state does not decode to a signed envelope")
+        _fail(report, record, "state does not decode to a signed envelope")
         return
     disagreement = _columns_disagree(record, env)
     if disagreement:
-        fail(disagreement)
-    expected = heads[env.stream] + 1
-    if env.position != expected:
-        fail(f"stream {env.stream!r} position {env.position} where {expected} was due")
-    heads[env.stream] = max(env.position, heads[env.stream])
+        _fail(report, record, disagreement)
+    stream, position = env.stream, env.position
+    last = heads[stream]
+    if position != last + 1:
+        _fail(report, record, f"stream {stream!r} position {position} where {last + 1} was due")
+    if position > last:
+        heads[stream] = position
     try:
         public_key = authority.authorise(env)
     except Unauthorised as e:
-        fail(f"unauthorised: {e}")
+        _fail(report, record, f"unauthorised: {e}")
         public_key = None
     authority.observe(env)
     if public_key is not None:
-        checker.add((record.position, record.event_id, public_key, record.signature, record.hash))
+        checker.add(record.position, record.event_id, public_key, record.signature, record.hash)
 
+
+def _fail(report: Report, record: Record, reason: str) -> None:
+    report.add(Finding(record.position, record.event_id, reason))
