@@ -84,10 +84,10 @@ class SignerRegistry:
         self.documents = DocumentRegistry()
         # (effective from, protocol): the genesis protocol, then each amendment's from its clinical time
         self.protocols: list[tuple[datetime | None, Protocol]] = []
-        # (key_id, author, type) -> (key, entry) for grants already decided; emptied whenever a
+        # (key_id, author, type, meaning) -> (key, entry) for grants already decided; emptied whenever a
         # study event changes the registry, so a grant is never reused across a registration,
         # revocation or amendment. verify asks once per event: this keeps it a dict lookup.
-        self._granted: dict[tuple[str, str, str], tuple[bytes, SignerEntry]] = {}
+        self._granted: dict[tuple[str, str, str, str], tuple[bytes, SignerEntry]] = {}
 
     @classmethod
     def replay(cls, envelopes: list[Envelope]) -> SignerRegistry:
@@ -125,7 +125,7 @@ class SignerRegistry:
     # -- Authority (ledger.verify) ---------------------------------------------------------
 
     def authorise(self, envelope: Envelope) -> bytes:
-        granted = self._granted.get((envelope.key_id, envelope.author, envelope.type))
+        granted = self._granted.get((envelope.key_id, envelope.author, envelope.type, envelope.meaning))
         if granted is not None:
             public, entry = granted
             if entry.valid_from is not None:
@@ -134,7 +134,7 @@ class SignerRegistry:
         public = self._authorise(envelope)
         signer = self.signer_for_key(envelope.key_id)
         if envelope.type != "StudyInitialised" and signer is not None:
-            self._granted[(envelope.key_id, envelope.author, envelope.type)] = (public, signer)
+            self._granted[(envelope.key_id, envelope.author, envelope.type, envelope.meaning)] = (public, signer)
         return public
 
     @staticmethod
