@@ -43,3 +43,9 @@ class StoreError(LedgerError):
     """The database cannot be opened or is not a ledger (exit 4)."""
 
     exit_code = 4
+
+
+class IntegrityFailure(LedgerError):
+    """The log does not verify, so nothing read from it is shown (exit 1, SPEC §5.4, §6)."""
+
+    exit_code = 1

@@ -2,6 +2,7 @@
 
 For every row, in global order:
 
+0. its id is positive (a row at id 0 or below sits outside the chain);
 1. its ``prev_hash`` is the hash of the row before it (nothing deleted,
    inserted or reordered);
 2. ``SHA-256(state ‖ prev_hash)`` equals its stored hash (content unchanged);
@@ -34,6 +35,7 @@ from ledger.envelope import Envelope, Record
 from ledger.keys import verify_signature
 
 MAX_FINDINGS_KEPT = 1000
+FIRST_ID = -(2**63)  # read from the lowest id a row can have: rows at ids <= 0 are findings, never skipped
 SIGNATURE_CHUNK = 512
 
 
@@ -211,6 +213,8 @@ def _verify_one(
     def fail(reason: str) -> None:
         report.add(Finding(record.position, record.event_id, reason))
 
+    if record.position <= 0:
+        fail("row outside the chain: a stored id at or below 0 (the log's ids start at 1)")
     if record.prev_hash != prev_hash:
         fail(
             f"chain broken: prev_hash does not match the event at position {prev_position}; "
