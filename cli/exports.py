@@ -8,12 +8,11 @@ from pathlib import Path
 
 import click
 
-from domain.service import Trial
 from ledger.errors import InputRefused
 from ledger.signed_log import export as export_signed_log
 from projections import audit as audit_rows
 from projections.odm import OdmWriter, participants_of
-from projections.projector import Projections
+from projections.verified import open_verified
 from projections.report import build as build_report
 
 from cli.options import emit, open_store
@@ -23,29 +22,30 @@ from cli.read import IsoTime
 @click.command()
 @click.option("--format", "fmt", type=click.Choice(["odm", "jsonl", "csv"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Signature-checking processes.")
 @click.pass_context
-def export(ctx: click.Context, fmt: str, out: Path) -> None:
-    """CDISC ODM 1.3.2 with audit records and signatures, the raw signed log, or the audit trail as CSV."""
-    store = open_store(ctx)
+def export(ctx: click.Context, fmt: str, out: Path, jobs: int | None) -> None:
+    """CDISC ODM 1.3.2 with audit records and signatures, the raw signed log, or the audit trail as CSV.
+
+    The log is verified first; nothing is written if it does not verify.
+    """
+    verified = open_verified(open_store(ctx), jobs=jobs)
     try:
         handle = out.open("wb") if fmt == "jsonl" else out.open("w", encoding="utf-8", newline="")
     except OSError as e:
         raise InputRefused(f"--out {out}: {e.strerror}") from None
     with handle:
         if fmt == "jsonl":
-            n = export_signed_log(store, handle)
+            n = export_signed_log(verified.vstore, handle)  # type: ignore[arg-type]
         elif fmt == "odm":
-            trial = Trial(store)
-            participants = participants_of(trial)
-            OdmWriter(trial).write(handle, participants)
+            participants = participants_of(verified.trial)
+            OdmWriter(verified.trial).write(handle, participants)
             n = len(participants)
         else:
-            projections = Projections(store)
-            projections.catch_up()
             writer = csv.DictWriter(handle, fieldnames=audit_rows.COLUMNS, lineterminator="\n")
             writer.writeheader()
             n = 0
-            for row in projections.audit():
+            for row in verified.audit():
                 writer.writerow(row)
                 n += 1
     what = {"odm": "participants", "jsonl": "signed events", "csv": "audit rows"}[fmt]
@@ -59,7 +59,7 @@ def export(ctx: click.Context, fmt: str, out: Path) -> None:
 @click.pass_context
 def report(ctx: click.Context, out: Path, as_of: datetime | None, jobs: int | None) -> None:
     """One self-contained HTML inspection report (inline CSS and SVG, no network, no JavaScript)."""
-    html = build_report(Trial(open_store(ctx)), as_of=as_of, jobs=jobs)
+    html = build_report(open_verified(open_store(ctx), jobs=jobs, checkpoints=True), as_of=as_of)
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as e:

@@ -19,6 +19,8 @@ from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
+from projections.verified import open_verified
+
 from cli import demo, exports, proofs, read
 from cli.options import (
     LedgerGroup,
@@ -124,7 +126,7 @@ def signer_revoke(ctx: click.Context, user_id: str, reason: str, key: Path, pass
 @click.pass_context
 def signer_list(ctx: click.Context) -> None:
     """Every signer with role, key id, registration and revocation."""
-    registry = Trial(open_store(ctx)).registry()
+    registry = open_verified(open_store(ctx)).registry()  # signers as the verified log states them
     rows = [
         {"user_id": s.user_id, "name": s.name, "role": s.role, "key_id": s.key_id,
          "registered_at": s.registered_at, "revoked_at": s.revoked_at, "revoke_reason": s.revoke_reason}

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from domain.service import Trial
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
 from ledger.keys import read_public
 from ledger.merkle_log import MerkleLog
+from ledger.merkle import consistency_proof, inclusion_proof, leaf_hash
 from ledger.proofs import ProofError, consistency_bundle, inclusion_bundle, verify_bundle
+from projections.verified import open_verified
 
 from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
 
@@ -41,16 +42,18 @@ def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out:
     """Sign a C2SP tlog-checkpoint of the whole log with the sponsor's root key."""
     signer = load_signer(key, passphrase_file)
     store = open_store(ctx)
-    registry = Trial(store).registry()
+    verified = open_verified(store)  # the sponsor signs the root of the verified log, not of a stored table
+    registry = verified.registry()
     if registry.root_public is None or registry.study_id is None:
         raise InputRefused("--db: the ledger is not initialised")
     if signer.public_raw != registry.root_public:
         raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`)")
-    tree = MerkleLog(store)
-    size = tree.sync()
+    size, root = verified.vstore.report.tree_size, verified.vstore.report.tree_root
     origin = f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
-    cp = notes.Checkpoint(origin, size, tree.root(size))
+    cp = notes.Checkpoint(origin, size, root)
     note = cp.sign(signer)
+    tree = MerkleLog(store)
+    tree.sync()  # the stored tree stays a cache for `rebuild`; proofs are built from the verified log
     tree.save_checkpoint(size, cp.root, note)
     _write(out, note.encode())
     if out is not None:
@@ -68,19 +71,22 @@ def prove() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.pass_context
 def prove_inclusion(ctx: click.Context, event_id: str, out: Path | None) -> None:
-    """Prove that one event is in the log of the latest checkpoint."""
-    store = open_store(ctx)
-    record = store.record_by_event_id(event_id)
+    """Prove that one event is in the log of the latest checkpoint.
+
+    The log is verified first; the checkpoint must be signed by the root key
+    and reproduced by the verified log, and the path is built from the
+    verified rows, never from the stored Merkle tables.
+    """
+    verified = open_verified(open_store(ctx), checkpoints=True)
+    record = verified.vstore.record_by_event_id(event_id)
     if record is None:
         raise InputRefused(f"EVENT_ID: no event {event_id} in the ledger")
-    tree = MerkleLog(store)
-    tree.sync()
-    latest = tree.latest_checkpoint()
-    index = tree.leaf_index(record.position)
-    if latest is None or index is None or index >= latest["tree_size"]:
+    latest = verified.checkpoint()
+    leaves = verified.vstore.leaf_hashes()
+    index = next((i for i, leaf in enumerate(leaves) if leaf == leaf_hash(record.hash)), None)
+    if latest is None or index is None or index >= latest.tree_size:
         raise InputRefused("no checkpoint covers this event yet; run `trial-ledger checkpoint` first")
-    size = int(latest["tree_size"])
-    _write(out, inclusion_bundle(record, index, latest["note"], tree.inclusion(index, size)))
+    _write(out, inclusion_bundle(record, index, latest.note, inclusion_proof(index, leaves[:latest.tree_size])))
 
 
 @prove.command("consistency")
@@ -89,20 +95,19 @@ def prove_inclusion(ctx: click.Context, event_id: str, out: Path | None) -> None
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.pass_context
 def prove_consistency(ctx: click.Context, old_file: Path, out: Path | None) -> None:
-    """Prove that the latest checkpoint's log extends an older checkpoint."""
+    """Prove that the latest checkpoint's log extends an older checkpoint (paths from the verified log)."""
     old_note = _read_text(old_file, "--old")
     try:
         old = notes.parse(old_note)[0]
     except notes.CheckpointError as e:
         raise InputRefused(f"--old {old_file}: {e}") from None
-    store = open_store(ctx)
-    tree = MerkleLog(store)
-    tree.sync()
-    latest = tree.latest_checkpoint()
-    if latest is None or latest["tree_size"] < old.size or old.size == 0:
+    verified = open_verified(open_store(ctx), checkpoints=True)
+    latest = verified.checkpoint()
+    if latest is None or latest.tree_size < old.size or old.size == 0:
         raise InputRefused("no checkpoint at or beyond the old one; run `trial-ledger checkpoint` first")
-    proof = tree.consistency(old.size, int(latest["tree_size"])) if old.size < latest["tree_size"] else []
-    _write(out, consistency_bundle(old_note, latest["note"], proof))
+    leaves = verified.vstore.leaf_hashes()[:latest.tree_size]
+    proof = consistency_proof(old.size, leaves) if old.size < latest.tree_size else []
+    _write(out, consistency_bundle(old_note, latest.note, proof))
 
 
 @click.command("verify-proof")

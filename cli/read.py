@@ -16,6 +16,7 @@ from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
 from projections.projector import Projections
+from projections.verified import VerifiedProjections, open_verified
 from projections.state import STATUSES
 from projections.timetravel import state_at
 
@@ -41,24 +42,42 @@ class IsoTime(click.ParamType):
         return parsed
 
 
-def projections(ctx: click.Context) -> Projections:
-    """Open the projections and catch them up before answering."""
-    proj = Projections(open_store(ctx))
-    proj.catch_up()
-    return proj
+NOT_VERIFIED = ("NOT VERIFIED: read from the cached projection tables (--cached), which anyone with write "
+                "access to the database can edit; run without --cached for output recomputed from the verified log")
+
+cached_option = click.option("--cached", is_flag=True,
+                             help="Fast path: read the projection cache. NOT verified; says so on stderr.")
+
+
+def projections(ctx: click.Context, cached: bool = False) -> Projections | VerifiedProjections:
+    """What a read command answers from: the verified log (default), or the unverified cache with --cached.
+
+    The default verifies every row first and exits 1, showing nothing, if
+    the log does not verify (SPEC §5.4).
+    """
+    if cached:
+        click.echo(NOT_VERIFIED, err=True)
+        proj = Projections(open_store(ctx))
+        proj.catch_up()
+        return proj
+    return open_verified(open_store(ctx))
 
 
 @click.command()
 @click.argument("participant")
 @click.option("--as-of", type=IsoTime(), default=None, help="Show what the ledger held at this recorded time.")
 @click.option("--position", type=click.IntRange(min=1), default=None, help="Show the record up to this log position.")
+@cached_option
 @click.pass_context
-def show(ctx: click.Context, participant: str, as_of: datetime | None, position: int | None) -> None:
+def show(ctx: click.Context, participant: str, as_of: datetime | None, position: int | None, cached: bool) -> None:
     """One participant's current state, or as it stood at --as-of / --position."""
     if as_of is not None or position is not None:
-        st = state_at(Trial(open_store(ctx)), participant, as_of=as_of, position=position)
+        trial = Trial(open_store(ctx)) if cached else open_verified(open_store(ctx)).trial
+        if cached:
+            click.echo(NOT_VERIFIED, err=True)
+        st = state_at(trial, participant, as_of=as_of, position=position)
     else:
-        proj = projections(ctx)
+        proj = projections(ctx, cached)
         st = proj.participant(participant)
         if st is None:
             raise InputRefused(f"participant: {participant} is not in the ledger")
@@ -96,10 +115,11 @@ def _render_state(st: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("--status", type=click.Choice(STATUSES), default=None)
+@cached_option
 @click.pass_context
-def participants(ctx: click.Context, status: str | None) -> None:
+def participants(ctx: click.Context, status: str | None, cached: bool) -> None:
     """Every participant with status, consent, doses and AEs."""
-    rows = projections(ctx).participants(status)
+    rows = projections(ctx, cached).participants(status)
     text = "\n".join(f"{r['participant']:<12} {r['status']:<14} {r['consent']:<22} doses {r['doses']}  "
                      f"AEs {r['adverse_events']}" for r in rows)
     emit(ctx, rows, text or "no participants")
@@ -113,12 +133,13 @@ def participants(ctx: click.Context, status: str | None) -> None:
 @click.option("--until", type=IsoTime(), default=None, help="Recorded at or before (any offset).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
               help="Default: table, or json under --json.")
+@cached_option
 @click.pass_context
 def audit(ctx: click.Context, participant: str | None, user: str | None, type_name: str | None,
-          since: datetime | None, until: datetime | None, fmt: str | None) -> None:
+          since: datetime | None, until: datetime | None, fmt: str | None, cached: bool) -> None:
     """The audit trail: who, what, when (UTC), why, old → new; streamed, so any size exports."""
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
-    rows = projections(ctx).audit(
+    rows = projections(ctx, cached).audit(
         participant=participant, user=user, type_name=type_name,
         since_us=audit_rows.epoch_us(since.isoformat()) if since else None,
         until_us=audit_rows.epoch_us(until.isoformat()) if until else None)
@@ -147,10 +168,11 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
 
 @click.command()
 @click.option("--participant", default=None)
+@cached_option
 @click.pass_context
-def deviations(ctx: click.Context, participant: str | None) -> None:
+def deviations(ctx: click.Context, participant: str | None, cached: bool) -> None:
     """Protocol deviations derived from the log, plus those recorded explicitly."""
-    proj = projections(ctx)
+    proj = projections(ctx, cached)
     if participant and proj.participant(participant) is None:
         raise InputRefused(f"participant: {participant} is not in the ledger")
     rows = proj.deviations(participant)
@@ -160,10 +182,11 @@ def deviations(ctx: click.Context, participant: str | None) -> None:
 
 
 @click.command()
+@cached_option
 @click.pass_context
-def summary(ctx: click.Context) -> None:
+def summary(ctx: click.Context, cached: bool) -> None:
     """Screened, enrolled against target, doses, AEs by grade, deviations."""
-    s = projections(ctx).summary()
+    s = projections(ctx, cached).summary()
     emit(ctx, s, render_summary(s))
 
 

@@ -15,13 +15,10 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from domain.service import Trial
-from domain.signers import SignerRegistry, STUDY_STREAM
-from ledger.merkle_log import MerkleLog
-from ledger.verify_log import verify_log
+from domain.signers import STUDY_STREAM
 from projections import audit as audit_rows
-from projections.projector import Projections
 from projections.timetravel import state_at
+from projections.verified import VerifiedProjections
 
 DOSING = (-30, 20)     # days shown in the left panel
 FOLLOW_UP = (20, 400)  # days shown in the right panel
@@ -87,15 +84,18 @@ def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any
             "split": PAD + LEFT_W + PAD / 2, "zero": _x(0)}
 
 
-def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) -> str:
-    store = trial.store
-    projections = Projections(store)
-    projections.catch_up()
-    registry = trial.registry()
-    report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
-    tree = MerkleLog(store)
-    checkpoint = tree.latest_checkpoint()
+def build(projections: VerifiedProjections, as_of: datetime | None = None) -> str:
+    """The report from the verified log only: every figure on it is covered by the VERIFIED banner."""
+    trial = projections.trial
+    registry = projections.registry()
+    report = projections.vstore.report
+    verified_cp = projections.checkpoint()
+    checkpoint = None if verified_cp is None else {"tree_size": verified_cp.tree_size, "root": verified_cp.root,
+                                                   "note": verified_cp.note}
     until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
+    audits: dict[str | None, list[dict[str, Any]]] = {}
+    for audit_row in projections.audit(until_us=until_us):  # one replay of the log, not one per participant
+        audits.setdefault(audit_row["participant"], []).append(audit_row)
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -107,7 +107,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         else:
             st = projections.participant(pid) or {}
             devs = projections.deviations(pid)
-        audit = list(projections.audit(participant=pid, until_us=until_us))
+        audit = audits.get(pid, [])
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol)})
     deviations = [d for p in participants for d in p["deviations"]]
