@@ -29,8 +29,10 @@ from ledger.verify import Unauthorised
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
 from domain.protocol import Protocol
+from domain.registry_check import RegistryHead, bound_registry
 from domain.rules import Deviation, Entry, IcfVersion, find_deviations
 from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.text_guard import refuse_nul
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
 MAX_ATTEMPTS = 50
@@ -57,6 +59,7 @@ class Trial:
     def __init__(self, store: Store, clock: Callable[[], datetime] = utc_now):
         self.store = store
         self.clock = clock
+        self._registry_head: RegistryHead | None = None
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -68,6 +71,17 @@ class Trial:
         if registry.protocol is None:
             raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
         return registry.protocol
+
+    def writer_registry(self) -> tuple[SignerRegistry, int]:
+        """The registry (and study-stream length) an append is authorised by: bound by the chain.
+
+        Not ``registry()``: that replays the study rows as stored. This one
+        refuses (exit 3) when a study row is forged, reordered, relabelled or
+        deleted; see ``domain.registry_check``. The verified head is cached on
+        this Trial, so later appends walk only the rows added since.
+        """
+        self._registry_head = bound_registry(self.store, self._registry_head)
+        return self._registry_head.fresh_registry(), len(self._registry_head.study)
 
     def participant(self, participant: str) -> Participant:
         return Participant.replay(participant, self.store.stream(participant))
@@ -101,6 +115,8 @@ class Trial:
 
     def initialise(self, protocol: Protocol, *, study_id: str, admin_id: str, admin_name: str,
                    signer: Signer, event_id: str | None = None) -> Envelope:
+        for name, value in (("--study-id", study_id), ("--admin-id", admin_id), ("--admin-name", admin_name)):
+            refuse_nul(value, name)
         if self.store.stream_length(STUDY_STREAM) > 0:
             raise InputRefused("init: this ledger is already initialised")
         data = {
@@ -155,6 +171,9 @@ class Trial:
 
     def _decide_one(self, command: Command, signer: Signer, registry: SignerRegistry, author: str,
                     states: dict[str, Participant], study_length: int) -> Envelope:
+        for name in ("type", "participant", "occurred_at", "meaning", "reason", "event_id"):
+            refuse_nul(getattr(command, name), name)
+        refuse_nul(command.data, "data")
         et = event_type(command.type)
         protocol = registry.protocol
         assert protocol is not None
@@ -241,7 +260,7 @@ class Decider:
     def __init__(self, trial: Trial, signer: Signer, *, track_event_ids: bool = False):
         self.trial = trial
         self.signer = signer
-        self.registry = trial.registry()
+        self.registry, self.study_length = trial.writer_registry()
         if self.registry.protocol is None:
             raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
         entry = self.registry.signer_for_key(signer.key_id)
@@ -249,7 +268,6 @@ class Decider:
             raise InputRefused(f"--key: key {signer.key_id} is not registered to any signer")
         self.author = entry.user_id
         self.states: dict[str, Participant] = {}
-        self.study_length = trial.store.stream_length(STUDY_STREAM)
         self.seen_ids: set[str] | None = set() if track_event_ids else None
 
     def decide(self, command: Command) -> Envelope:

@@ -52,6 +52,8 @@ def _records(path: Path) -> Iterator[Record]:
                 row: Any = json.loads(raw)
                 state = row["state"].encode("utf-8")
                 env = Envelope.from_canonical(state)
+                if any("\x00" in text for text in (env.stream, env.type, env.event_id, str(row["key_id"]))):
+                    raise InputRefused(f"line {number}: text may not contain a NUL character (\\u0000)")
                 yield Record(number, env.stream, env.position, env.type, env.event_id, state,
                              bytes.fromhex(row["prev_hash"]), bytes.fromhex(row["hash"]),
                              base64.b64decode(row["signature"], validate=True), str(row["key_id"]))
