@@ -13,6 +13,7 @@ from domain.protocol import load_protocol
 from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.text_guard import refuse_nul
 from domain.timeutil import iso, utc_now
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
@@ -73,6 +74,8 @@ def keygen(ctx: click.Context, user_id: str, out: Path, passphrase_file: Path | 
 def init(ctx: click.Context, protocol_path: Path, study_id: str, admin_id: str, admin_name: str,
          key: Path, passphrase_file: Path | None) -> None:
     """Write the genesis event: the protocol's hash and the sponsor's root key."""
+    for name, value in (("--study-id", study_id), ("--admin-id", admin_id), ("--admin-name", admin_name)):
+        refuse_nul(value, name)  # before the database is created: a refusal writes nothing
     protocol = load_protocol(protocol_path)
     signer = load_signer(key, passphrase_file)
     trial = Trial(open_store(ctx, create=True))
