@@ -238,19 +238,33 @@ def stored_checkpoint_sizes(store: Store) -> list[tuple[int, str]]:
 
 
 def verified_checkpoint(vstore: VerifiedStore, candidates: Sequence[tuple[int, str]]) -> VerifiedCheckpoint | None:
-    """The newest stored checkpoint that the root key signed and the verified log reproduces; else None."""
-    if vstore.root_public is None:
-        return None
+    """The newest stored checkpoint, once every stored one is shown to be signed and reproduced; else None.
+
+    The table is writable, so each row must be a checkpoint note signed by
+    the ledger's root key, of a size the verified log reaches, whose root
+    the verified log reproduces. A row that is not is a tampered cache:
+    IntegrityFailure naming the table, never a figure on the page. (A
+    deleted row cannot be told from none: the report then says none is stored.)
+    """
+    newest = None
     for size, note in candidates:
+        why = None
         try:
             cp = notes.parse(note)[0]
-        except notes.CheckpointError:
-            continue
-        if cp.size != size or size <= 0 or vstore.root(size) != cp.root:
-            continue
-        try:
-            notes.verify(note, vstore.root_public)
-        except notes.CheckpointError:
-            continue
-        return VerifiedCheckpoint(size, cp.root, note)
-    return None
+            if vstore.root_public is None:
+                why = "the ledger has no root key"
+            else:
+                notes.verify(note, vstore.root_public)
+        except notes.CheckpointError as e:
+            why = str(e)
+        else:
+            if cp.size != size or size <= 0:
+                why = "its size differs from the note's"
+            elif vstore.root(size) != cp.root:
+                why = "the verified log does not reproduce its root"
+        if why is not None:
+            raise IntegrityFailure(f"stored table {CHECKPOINTS_TABLE}: the row of tree size {size} is not a "
+                                   f"checkpoint of this verified log ({why}); nothing is shown")
+        if newest is None:
+            newest = VerifiedCheckpoint(size, cp.root, note)
+    return newest
