@@ -9,12 +9,10 @@ import click
 from domain.demo import GENESIS_AT, PEOPLE, SimClock, build
 from domain.protocol import bundled_protocol_path, load_protocol
 from domain.service import Trial
-from domain.signers import SignerRegistry
 from ledger.errors import InputRefused
 from ledger.keys import write_key_pair
 from ledger.store import is_postgres
-from ledger.verify import verify_records
-from projections.projector import Projections
+from projections.verified import open_verified
 
 from cli.options import open_store
 from cli.read import render_summary
@@ -38,9 +36,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     clock = SimClock(GENESIS_AT)
     scenario = build(Trial(store, clock=clock), clock, load_protocol(bundled_protocol_path()),
                      seed=seed, participants=participants)
-    report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
-    projections = Projections(store)
-    projections.catch_up()
+    projections = open_verified(store, jobs=jobs)  # what it prints is recomputed from the verified log
+    report = projections.vstore.report
     summary = projections.summary()
     db = ctx.obj["db"]
     keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))

@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from domain.signers import STUDY_STREAM, SignerRegistry
 from ledger.chain import GENESIS_PREV_HASH, link_hash
 from ledger.envelope import Envelope, Record
 from ledger.errors import InputRefused
 from ledger.keys import verify_signature
 from ledger.store import Store
 from ledger.verify import Unauthorised
-
-from domain.signers import STUDY_STREAM, SignerRegistry
 
 EVENTS_TABLE = "ledger_events"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from ledger.store import Store
 from ledger.verify import FIRST_ID, Authority, Report, verify_records
 
 MARK_EVERY = 2000
+RECENT_STREAMS = 4
 PARALLEL_FROM = 4000  # rows: below this one process checks signatures faster than a pool starts
 CHECKPOINTS_TABLE = "merkle_checkpoints"
 MAX_STORED_CHECKPOINTS = 1000
@@ -78,6 +80,7 @@ class VerifiedStore:
         self.report = report
         self.binding = binding
         self.db = store.db
+        self._recent: OrderedDict[str, list[Record]] = OrderedDict()
 
     @classmethod
     def open(cls, store: Store, authority: Authority, *, jobs: int | None = None,
@@ -162,7 +165,21 @@ class VerifiedStore:
     # -- verified streams -------------------------------------------------------------------
 
     def stream_records(self, stream: str) -> list[Record]:
-        """One stream's verified rows in stream order; the read must reproduce the stream's digest."""
+        """One stream's verified rows in stream order; the read must reproduce the stream's digest.
+
+        The last few streams read are kept (a participant's deviations read the
+        small study stream each time); a kept read was checked when it was made.
+        """
+        if stream in self._recent:
+            self._recent.move_to_end(stream)
+            return list(self._recent[stream])
+        rows = self._read_stream(stream)
+        self._recent[stream] = rows
+        if len(self._recent) > RECENT_STREAMS:
+            self._recent.popitem(last=False)
+        return list(rows)
+
+    def _read_stream(self, stream: str) -> list[Record]:
         length, expected = self.binding.streams.get(stream, (0, _stream_digest().digest()))
         rows = [r for r in self.store.stream_records(stream) if 0 < r.position <= self.binding.head_position]
         rows.sort(key=lambda r: r.position)

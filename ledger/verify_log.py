@@ -32,7 +32,14 @@ from ledger.envelope import Envelope, Record
 from ledger.keys import verify_signature
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.store import Store
-from ledger.verify import FIRST_ID, Authority, Finding, Report, Unauthorised, verify_records
+from ledger.verify import (
+    FIRST_ID,
+    Authority,
+    Finding,
+    Report,
+    Unauthorised,
+    verify_records,
+)
 
 
 def _folding(records: Iterator[Record], compact: CompactRange, stop_at: int | None,
@@ -55,7 +62,7 @@ def verify_log(store: Store, authority: Authority, *, jobs: int | None = None, n
         report = Report()
         report.add(Finding(0, "", f"checkpoint: {e}"))
         return report, None
-    compact, snapshot = CompactRange(), []
+    compact, snapshot = CompactRange(), list[bytes]()
     report = verify_records(_folding(store.records(after=FIRST_ID), compact, cp.size if cp else None, snapshot), authority,
                             jobs=jobs, on_progress=on_progress)
     report.tree_size, report.tree_root = compact.size, compact.root()

@@ -79,7 +79,7 @@ class VerifiedProjections:
         protocol = self.registry().protocol
         if protocol is None:
             return []
-        out = []
+        out: list[dict[str, Any]] = []
         for pid in ([participant] if participant else self.participant_ids()):
             if self.vstore.stream_length(pid) == 0 or pid == STUDY_STREAM:
                 continue
@@ -105,7 +105,8 @@ class VerifiedProjections:
         registry = self.registry()
         if registry.protocol is None:
             return {}
-        all_counts, tally = [], {}
+        all_counts: list[dict[str, Any]] = []
+        tally: dict[tuple[str, bool], int] = {}
         for pid in self.participant_ids():
             st = self.participant(pid)
             if st is None:

@@ -15,14 +15,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.service import Trial
 from ledger.store import Store
 from projections.projector import Projections
-from tests.attack import all_rows, delete_row, events, forged_state, insert_row, inspector_outputs, pos_col, scenario
+from tests.attack import (
+    all_rows,
+    delete_row,
+    events,
+    forged_state,
+    insert_row,
+    inspector_outputs,
+    pos_col,
+    scenario,
+)
 from tests.conftest import Cli, Keys, as_owner
 from tests.test_checkpoints import make_checkpoint
 
@@ -101,7 +109,7 @@ def _mutate(store: Store, table: str, kind: str, pick: int) -> None:
     for statement, params in statements:
         try:
             store.execute_raw(statement, params)
-        except Exception:  # noqa: BLE001 - a clash with a key: that edit is not possible
+        except Exception:  # noqa: BLE001, S110 - a clash with a key: that edit is not possible
             pass
 
 
@@ -134,7 +142,7 @@ def test_no_edit_of_a_derived_table_reaches_an_inspector(trial: Trial, keys: Key
 
 
 def _without_checkpoint(html: str) -> str:
-    return re.sub(r"<tr><th>Latest checkpoint</th>.*?</tr>", "", html, flags=re.S)
+    return re.sub(r"<tr><th>Latest checkpoint</th>.*?</tr>", "", html, flags=re.DOTALL)
 
 
 FORGERIES = ("non-positive id", "id in a gap", "id past the head", "copy at another stream position")

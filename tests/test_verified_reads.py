@@ -124,11 +124,16 @@ def test_edited_projections_and_checkpoints_never_reach_the_inspector(trial: Tri
     # hide the grade-4 serious AE: forget it and move the tracked position past it
     store.execute_raw(f"DELETE FROM {a} WHERE event_id = ?", (ids["sae"],))
     store.execute_raw(f"UPDATE {Projections(store).tracking_table} SET notification_id = notification_id + 1000")
-    store.execute_raw(f"INSERT INTO {store.table('merkle_checkpoints')} (tree_size, root, note) VALUES (?, ?, ?)",
-                      (10**6, b"\x00" * 32, "fake checkpoint\n"))
     after = inspector_outputs(run, tmp_path, ids["sae"])
     assert after == pristine
-    assert "fake checkpoint" not in after["report"][1] and "Mallory" not in after["audit"][1]
+    assert "Mallory" not in after["audit"][1]
+    # A fake stored checkpoint is a tampered cache: detected and named, never shown, never a crash.
+    store.execute_raw(f"INSERT INTO {store.table('merkle_checkpoints')} (tree_size, root, note) VALUES (?, ?, ?)",
+                      (3, b"\x00" * 32, "fake checkpoint\n"))
+    for args in (("report", "--out", str(tmp_path / "r.html")), ("prove", "inclusion", ids["sae"])):
+        r = run(*args)
+        assert r.exit_code == 1 and "merkle_checkpoints" in r.stderr and "fake" not in r.stdout, args
+    assert not (tmp_path / "r.html").exists()
     cached = run("show", "S01-001", "--cached")
     assert "NOT VERIFIED" in cached.stderr and "5.0" in cached.stdout  # the fast path shows the cache, and says so
 
