@@ -84,7 +84,9 @@ class Trial:
         return self._registry_head.fresh_registry(), len(self._registry_head.study)
 
     def participant(self, participant: str) -> Participant:
-        return Participant.replay(participant, self.store.stream(participant))
+        # Rows at ids <= 0 are outside the chain (verify names them); the writer never builds on them.
+        return Participant.replay(participant, [r.envelope() for r in self.store.stream_records(participant)
+                                                if r.position > 0])
 
     def icf_versions(self, upto: int | None = None) -> list[IcfVersion]:
         """The ICF version in force from each global position on (genesis, then amendments)."""

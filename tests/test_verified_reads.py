@@ -252,3 +252,16 @@ def test_nul_in_init_is_refused_and_creates_nothing(db: str, keys: Keys, tmp_pat
     assert r.exit_code == 3 and "NUL" in r.stderr
     if not db.startswith("postgres"):
         assert not Path(db).exists()  # nothing written, not even the file
+
+
+def test_reads_never_break_on_a_nul_already_stored(trial: Trial, keys: Keys, run: Cli, tmp_path: Path) -> None:
+    """A ledger written before the door refused NUL still reads: NUL sits escaped inside the signed bytes."""
+    ids = scenario(trial, keys)
+    env = trial.decide([Command("LabResultRecorded", "S01-001", LAB, occurred_at="2010-09-02T08:00:00+08:00",
+                                reason=None)], keys.signers["lab1"])[0]
+    nul = env.model_copy(update={"data": {**env.data, "unit": "mmol\u0000/L"}, "reason": "old\u0000entry"})
+    trial.store.append([nul], keys.signers["lab1"])
+    make_checkpoint(run, keys, tmp_path / "cp.txt")
+    assert run("verify").exit_code == 0
+    for name, (code, _text) in inspector_outputs(run, tmp_path, ids["sae"]).items():
+        assert code == 0, name
