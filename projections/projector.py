@@ -6,6 +6,11 @@ a crash never leaves a half-projected page, and each read command first
 catches up from the tracked position. ``rebuild`` clears the tables and the
 tracking row and projects the whole log again; the result equals the
 incremental one (tested).
+
+These tables are a cache, never a source of truth for an inspector (SPEC
+§5.4): only the ``--cached`` fast path reads them, and it says its output is
+not verified. Every other read is recomputed from the verified log by
+``projections.verified``.
 """
 
 from __future__ import annotations
