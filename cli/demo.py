@@ -11,7 +11,8 @@ from domain.protocol import bundled_protocol_path, load_protocol
 from domain.service import Trial
 from ledger.errors import InputRefused
 from ledger.keys import write_key_pair
-from ledger.store import is_postgres
+from ledger.location import is_postgres
+from ledger.verdict import judge
 from projections.verified import open_verified
 
 from cli.options import open_store
@@ -47,6 +48,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         for stale in (path, path.with_name(path.name + ".pub")):
             stale.unlink(missing_ok=True)
         write_key_pair(signer, user, path, DEMO_PASSPHRASE)
+    for name, raw in scenario.documents.items():  # the registered documents, byte for byte
+        (keys_dir / name).write_bytes(raw)
 
     click.echo(f"MSC-T2DM demo ledger: {db}  (seed {seed})")
     click.echo(f"events: {report.events}   head position: {report.head_position}")
@@ -55,12 +58,14 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     for d in projections.deviations():
         click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
     click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")
-    if report.ok:
+    verdict = judge(report)
+    if verdict.ok:
         click.echo(f"verify: OK — {report.events} events, every hash link, signature and authorisation checked")
     else:
-        click.echo(f"verify: FAILED — {report.sorted()[0].line()}", err=True)
+        click.echo(f"verify: FAILED — {verdict.reason}", err=True)
     people = ", ".join(f"{u} ({role})" for u, (_n, role) in PEOPLE.items())
     click.echo(f"\nsigners' keys: {keys_dir}/  (passphrase: {DEMO_PASSPHRASE}) — {people}")
+    click.echo(f"registered documents: {', '.join(f'{keys_dir}/{name}' for name in scenario.documents)}")
     click.echo("try next:")
     for line in (
         f"trial-ledger --db {db} participants",
@@ -68,7 +73,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} show S01-003 --as-of 2010-09-13T09:00:00+08:00",
         f"trial-ledger --db {db} audit --participant S01-003",
         f"trial-ledger --db {db} deviations",
+        f"trial-ledger --db {db} document check {keys_dir}/icf-2.0.txt",
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):
         click.echo(f"  {line}")
-    ctx.exit(0 if report.ok else 1)
+    ctx.exit(0 if verdict.ok else 1)

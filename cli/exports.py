@@ -5,15 +5,17 @@ from __future__ import annotations
 import csv
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ledger.errors import InputRefused
+from ledger.errors import InputRefused, IntegrityFailure
 from ledger.signed_log import export as export_signed_log
 from projections import audit as audit_rows
 from projections.odm import OdmWriter, participants_of
 from projections.verified import open_verified
 from projections.report import build as build_report
+from projections.report import failed_page
 
 from cli.options import emit, open_store
 from cli.read import IsoTime
@@ -31,7 +33,7 @@ def export(ctx: click.Context, fmt: str, out: Path, jobs: int | None) -> None:
     """
     verified = open_verified(open_store(ctx), jobs=jobs)
     try:
-        handle = out.open("wb") if fmt == "jsonl" else out.open("w", encoding="utf-8", newline="")
+        handle: Any = out.open("wb") if fmt == "jsonl" else out.open("w", encoding="utf-8", newline="")
     except OSError as e:
         raise InputRefused(f"--out {out}: {e.strerror}") from None
     with handle:
@@ -59,12 +61,21 @@ def export(ctx: click.Context, fmt: str, out: Path, jobs: int | None) -> None:
 @click.pass_context
 def report(ctx: click.Context, out: Path, as_of: datetime | None, jobs: int | None) -> None:
     """One self-contained HTML inspection report (inline CSS and SVG, no network, no JavaScript)."""
-    html = build_report(open_verified(open_store(ctx), jobs=jobs, checkpoints=True), as_of=as_of)
+    try:
+        verified = open_verified(open_store(ctx), jobs=jobs, checkpoints=True)
+    except IntegrityFailure as e:  # the page says FAILED and shows nothing read from the ledger; exit 1
+        _write_report(out, failed_page(str(e)))
+        raise
+    html = build_report(verified, as_of=as_of)
+    _write_report(out, html)
+    emit(ctx, {"out": str(out), "bytes": len(html.encode())}, f"wrote {out} ({len(html.encode()) // 1024} KiB)")
+
+
+def _write_report(out: Path, html: str) -> None:
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as e:
         raise InputRefused(f"--out {out}: {e.strerror}") from None
-    emit(ctx, {"out": str(out), "bytes": len(html.encode())}, f"wrote {out} ({len(html.encode()) // 1024} KiB)")
 
 
 COMMANDS = (export, report)

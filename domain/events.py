@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
 
 from ledger.errors import InputRefused
 
@@ -58,6 +58,20 @@ class ProtocolAmended(Payload):
     protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     icf_version: str = ShortText
     protocol: dict[str, Any] | None = None
+    reconsent_required: StrictBool = False
+
+
+class DocumentRegistered(Payload):
+    """A controlled document (ICF, protocol) bound by the SHA-256 of its file's bytes (SPEC §10)."""
+
+    kind: Literal["icf", "protocol"]
+    version: str = ShortText
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    file_name: str = ShortText
+    size: int | None = Field(default=None, ge=0)
+    rules_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description=(
+        "For a protocol file the ledger reads (TOML/JSON): SHA-256 of its rules in canonical form, "
+        "which an amendment embedding rules must match"))
 
 
 # -- participant events ------------------------------------------------------------------
@@ -73,6 +87,7 @@ class ConsentSigned(Payload):
     icf_version: str = ShortText
     obtained_by: str = ShortText
     witness: str | None = Field(default=None, min_length=1, max_length=200)
+    document_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ConsentWithdrawn(Payload):
@@ -106,15 +121,41 @@ class Enrolled(Payload):
     pass
 
 
+LEGACY_PRODUCT_FIELDS = ("cell_source", "cell_count", "viability_pct")
+"""Product values that events written before protocols declared a product hold at the top level."""
+
+
 class InfusionAdministered(Payload):
+    """A dose: generic fields here; the product's own values in ``product``, checked against the protocol."""
+
     dose_number: int = Field(ge=1, le=3)
-    route: Literal["intra-arterial-pancreatic", "intravenous"]
+    route: str = ShortText
     lot: str = ShortText
-    cell_source: str = ShortText
-    cell_count: float = Field(gt=0)
-    viability_pct: float = Field(ge=0, le=100)
     identity_checked: StrictBool
     ended_at: str | None = None
+    product: dict[str, StrictStr | StrictBool | float] = Field(
+        default_factory=dict, description="Values the protocol's [product] declares, e.g. cell_count")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_product_fields(cls, data: Any) -> Any:
+        """Input in the older spelling (cell fields at the top level) is stored in ``product``."""
+        if isinstance(data, dict) and any(k in data for k in LEGACY_PRODUCT_FIELDS):
+            data = dict(data)
+            product = dict(data["product"]) if isinstance(data.get("product"), dict) else {}
+            for k in LEGACY_PRODUCT_FIELDS:
+                if k in data:
+                    product.setdefault(k, data.pop(k))
+            data["product"] = product
+        return data
+
+
+def product_values(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored dose's product values, in either spelling (old events hold them at the top level)."""
+    product = data.get("product")
+    if isinstance(product, dict):
+        return dict(product)
+    return {k: data[k] for k in LEGACY_PRODUCT_FIELDS if k in data}
 
 
 class VisitCompleted(Payload):
@@ -191,6 +232,7 @@ CATALOGUE: dict[str, EventType] = {
         EventType("SignerRegistered", SignerRegistered, participant=False, times=("valid_from",)),
         EventType("SignerRevoked", SignerRevoked, participant=False, reason_required=True),
         EventType("ProtocolAmended", ProtocolAmended, participant=False),
+        EventType("DocumentRegistered", DocumentRegistered, participant=False),
         EventType("ParticipantRegistered", ParticipantRegistered, participant=True),
         EventType("ConsentSigned", ConsentSigned, participant=True),
         EventType("ConsentWithdrawn", ConsentWithdrawn, participant=True, reason_required=True),

@@ -9,6 +9,8 @@ usable).
 
 from __future__ import annotations
 
+import contextlib
+import html
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -16,7 +18,10 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.signers import STUDY_STREAM
-from projections import audit as audit_rows
+from domain.timeutil import calendar_date, epoch_us, parse_time
+from ledger.verdict import judge
+from projections.consents import consent_rows, document_rows
+from projections.summary import summarise
 from projections.timetravel import state_at
 from projections.verified import VerifiedProjections
 
@@ -42,10 +47,7 @@ def _x(day: float) -> float:
 
 
 def _date(text: str | None) -> date | None:
-    try:
-        return datetime.fromisoformat(str(text)).date()
-    except ValueError:
-        return None
+    return calendar_date(text)
 
 
 def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
     verified_cp = projections.checkpoint()
     checkpoint = None if verified_cp is None else {"tree_size": verified_cp.tree_size, "root": verified_cp.root,
                                                    "note": verified_cp.note}
-    until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
+    until_us = None if as_of is None else epoch_us(as_of.isoformat())
     audits: dict[str | None, list[dict[str, Any]]] = {}
     for audit_row in projections.audit(until_us=until_us):  # one replay of the log, not one per participant
         audits.setdefault(audit_row["participant"], []).append(audit_row)
@@ -109,24 +111,41 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
             devs = projections.deviations(pid)
         audit = audits.get(pid, [])
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
-                             "timeline": timeline(st, devs, registry.protocol)})
+                             "timeline": timeline(st, devs, registry.protocol),
+                             "consents": consent_rows(st, registry.documents)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
         for ae_id, ae in sorted(p["state"].get("adverse_events", {}).items()):
+            recorded, aware = parse_time(ae.get("recorded_at"), aware=False), parse_time(ae.get("awareness_at"),
+                                                                                      aware=False)
             lag = None
-            try:
-                lag = (datetime.fromisoformat(ae["recorded_at"]) - datetime.fromisoformat(ae["awareness_at"]))
-            except (KeyError, ValueError, TypeError):
-                pass
+            with contextlib.suppress(TypeError):  # one aware, one naive: no lag shown
+                lag = recorded - aware if recorded and aware else None
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
         study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary(), verify=report, root_fingerprint=report.root_fingerprint,
+        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report),
+        root_fingerprint=report.root_fingerprint,
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
+        documents=document_rows(registry.documents),
+    )
+
+
+def failed_page(reason: str) -> str:
+    """The whole report when the log does not verify: the verdict and nothing read from the ledger (SPEC §5.4)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Inspection report — FAILED</title>\n'
+        "<style>body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #1c2430; }\n"
+        ".fail { color: #b3261e; font-weight: 600; } .verdict { padding: 10px 14px; border: 2px solid #b3261e; "
+        "border-radius: 6px; background: #fbeceb; }</style>\n</head>\n<body>\n<h1>Inspection report</h1>\n"
+        '<h2 id="integrity">Integrity verdict</h2>\n<div class="verdict fail" id="verdict">'
+        f'<span class="fail">FAILED</span>: {html.escape(reason)}</div>\n'
+        "<p>Nothing read from this ledger is shown: it does not verify, so no figure from it can be trusted. "
+        "Run <code>trial-ledger verify --json</code> for every finding.</p>\n</body>\n</html>\n"
     )

@@ -84,9 +84,7 @@ class VerifiedProjections:
             if self.vstore.stream_length(pid) == 0 or pid == STUDY_STREAM:
                 continue
             found = self.trial.deviations(pid, upto=self.vstore.head_position(), protocol=protocol)
-            out.extend({"participant": pid, "kind": d.kind, "important": d.important,
-                        "event_ids": list(d.event_ids), "position": d.first_position, "message": d.message}
-                       for d in found)
+            out.extend(d.as_dict() for d in found)
         return out
 
     def participants(self, status: str | None = None) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ def _prepare(trial: Trial, keys: Keys, run: Cli, tmp: Path) -> tuple[dict[str, s
 
 def _tables(store: Store) -> dict[str, str]:
     names = {t: store.table(t) for t in DERIVED}
-    names["tracking"] = Projections(store).tracking_table
+    names["tracking"] = store.table(store.backend.tracking_table)
     return names
 
 

@@ -123,7 +123,7 @@ def test_edited_projections_and_checkpoints_never_reach_the_inspector(trial: Tri
     store.execute_raw(f"UPDATE {store.table('proj_summary')} SET value = ?", ("0",))
     # hide the grade-4 serious AE: forget it and move the tracked position past it
     store.execute_raw(f"DELETE FROM {a} WHERE event_id = ?", (ids["sae"],))
-    store.execute_raw(f"UPDATE {Projections(store).tracking_table} SET notification_id = notification_id + 1000")
+    store.execute_raw(f"UPDATE {store.table(store.backend.tracking_table)} SET notification_id = notification_id + 1000")
     after = inspector_outputs(run, tmp_path, ids["sae"])
     assert after == pristine
     assert "Mallory" not in after["audit"][1]
@@ -133,7 +133,8 @@ def test_edited_projections_and_checkpoints_never_reach_the_inspector(trial: Tri
     for args in (("report", "--out", str(tmp_path / "r.html")), ("prove", "inclusion", ids["sae"])):
         r = run(*args)
         assert r.exit_code == 1 and "merkle_checkpoints" in r.stderr and "fake" not in r.stdout, args
-    assert not (tmp_path / "r.html").exists()
+    page = (tmp_path / "r.html").read_text()  # the report says FAILED and shows nothing from the ledger
+    assert "FAILED" in page and "merkle_checkpoints" in page and "VERIFIED" not in page and "S01-" not in page
     cached = run("show", "S01-001", "--cached")
     assert "NOT VERIFIED" in cached.stderr and "5.0" in cached.stdout  # the fast path shows the cache, and says so
 
