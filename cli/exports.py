@@ -62,11 +62,10 @@ def export(ctx: click.Context, fmt: str, out: Path, jobs: int | None) -> None:
 def report(ctx: click.Context, out: Path, as_of: datetime | None, jobs: int | None) -> None:
     """One self-contained HTML inspection report (inline CSS and SVG, no network, no JavaScript)."""
     try:
-        verified = open_verified(open_store(ctx), jobs=jobs, checkpoints=True)
+        html = build_report(open_verified(open_store(ctx), jobs=jobs, checkpoints=True), as_of=as_of)
     except IntegrityFailure as e:  # the page says FAILED and shows nothing read from the ledger; exit 1
         _write_report(out, failed_page(str(e)))
         raise
-    html = build_report(verified, as_of=as_of)
     _write_report(out, html)
     emit(ctx, {"out": str(out), "bytes": len(html.encode())}, f"wrote {out} ({len(html.encode()) // 1024} KiB)")
 
