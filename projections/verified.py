@@ -30,7 +30,6 @@ from ledger.verified_store import (
     stored_checkpoint_sizes,
     verified_checkpoint,
 )
-from ledger.verify import Unauthorised
 from projections import audit as audit_rows
 from projections import state as states
 from projections.summary import counts, summarise
@@ -159,10 +158,6 @@ def _track(entries: dict[str, dict[str, Any]], env: Envelope) -> None:
 
 def _signer(registry: SignerRegistry, env: Envelope) -> audit_rows.Signer:
     """Who signed, as the registry knew them then (the projector's rule)."""
-    try:
-        registry.authorise(env)
-    except Unauthorised:
-        pass
     entry = registry.signer_for_key(env.key_id)
     if env.type == "StudyInitialised":
         return audit_rows.Signer(env.author, str(env.data.get("admin_name")), "admin")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def _mutate(store: Store, table: str, kind: str, pick: int) -> None:
         statements = [(f"UPDATE {table} SET {column} = ? WHERE {one}", (_changed(rows[pick % len(rows)][column]),))]
     elif kind == "insert" and rows:
         row = dict(rows[pick % len(rows)])
-        key = list(row)[0]
+        key = next(iter(row))
         row[key] = _changed(row[key])
         cols = list(row)
         statements = [(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -96,7 +97,7 @@ def _mutate(store: Store, table: str, kind: str, pick: int) -> None:
     elif kind == "delete":
         statements = [(f"DELETE FROM {table} WHERE {one}" if pick % 2 else f"DELETE FROM {table}", ())]
     elif kind == "bump" and rows:
-        column = "notification_id" if "notification_id" in rows[0] else list(rows[0])[0]
+        column = "notification_id" if "notification_id" in rows[0] else next(iter(rows[0]))
         statements = [(f"UPDATE {table} SET {column} = {column} + {1 + pick % 50}", ())] \
             if isinstance(rows[0][column], int) else []
     elif kind == "renumber" and rows:
@@ -107,10 +108,8 @@ def _mutate(store: Store, table: str, kind: str, pick: int) -> None:
             statements = [(f"UPDATE {table} SET rowid = rowid + 100000", ()),
                            (f"INSERT INTO {table} SELECT * FROM {table} WHERE {one}", ())]
     for statement, params in statements:
-        try:
+        with contextlib.suppress(Exception):  # a clash with a key: that edit is not possible
             store.execute_raw(statement, params)
-        except Exception:  # noqa: BLE001, S110 - a clash with a key: that edit is not possible
-            pass
 
 
 @FUZZ
