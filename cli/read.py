@@ -21,6 +21,7 @@ from projections.projector import Projections
 from projections.verified import VerifiedProjections, open_verified
 from projections.state import STATUSES
 from projections.timetravel import state_at
+from projections.witnessed import WitnessedTimes
 
 from cli.options import emit, open_store
 
@@ -144,7 +145,12 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
           since: datetime | None, until: datetime | None, fmt: str | None, cached: bool) -> None:
     """The audit trail: who, what, when (UTC), why, old → new; streamed, so any size exports."""
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
-    rows = projections(ctx, cached).audit(
+    proj = projections(ctx, cached)
+    # Witnessed intervals recompute each checkpoint's root from the log; on the verified path every row
+    # of that log has just verified.
+    times = WitnessedTimes(proj.store if isinstance(proj, Projections) else proj.vstore.store) \
+        if fmt == "json" else None
+    rows = proj.audit(
         participant=participant, user=user, type_name=type_name,
         since_us=epoch_us(since.isoformat()) if since else None,
         until_us=epoch_us(until.isoformat()) if until else None)
@@ -157,6 +163,7 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     elif fmt == "json":
         out.write("[")
         for n, row in enumerate(rows):
+            row.update(times.interval(row["position"]) if times else {})
             out.write(("," if n else "") + "\n" + json.dumps(row, sort_keys=True))
         out.write("\n]\n")
     else:

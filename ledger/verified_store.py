@@ -74,9 +74,11 @@ class VerifiedCheckpoint:
 class VerifiedStore:
     """Read-only view of a verified log; see the module docstring."""
 
-    def __init__(self, store: Store, report: Report, binding: Binding, root_public: bytes | None = None):
+    def __init__(self, store: Store, report: Report, binding: Binding, root_public: bytes | None = None,
+                 checkpoint_keys: Sequence[bytes] = ()):
         self.store = store
         self.root_public = root_public
+        self.checkpoint_keys = list(checkpoint_keys) or ([root_public] if root_public else [])
         self.report = report
         self.binding = binding
         self.db = store.db
@@ -117,7 +119,9 @@ class VerifiedStore:
         report.tree_size, report.tree_root = compact.size, compact.root()
         binding.head_position, binding.head_hash = report.head_position, report.head_hash
         binding.streams = {s: (n, d.digest()) for s, (n, d) in digests.items()}
-        return cls(store, report, binding, authority.root_public)
+        # A registered log key may sign checkpoints too (its old ones still count after revocation).
+        keys = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
+        return cls(store, report, binding, authority.root_public, keys)
 
     # -- the verified global log ------------------------------------------------------------
 
@@ -268,10 +272,10 @@ def verified_checkpoint(vstore: VerifiedStore, candidates: Sequence[tuple[int, s
         why = None
         try:
             cp = notes.parse(note)[0]
-            if vstore.root_public is None:
+            if not vstore.checkpoint_keys:
                 why = "the ledger has no root key"
             else:
-                notes.verify(note, vstore.root_public)
+                why = _signed_by_one_of(note, vstore.checkpoint_keys)
         except notes.CheckpointError as e:
             why = str(e)
         else:
@@ -285,3 +289,15 @@ def verified_checkpoint(vstore: VerifiedStore, candidates: Sequence[tuple[int, s
         if newest is None:
             newest = VerifiedCheckpoint(size, cp.root, note)
     return newest
+
+
+def _signed_by_one_of(note: str, keys: Sequence[bytes]) -> str | None:
+    """None if one of ``keys`` signed the note, else why not."""
+    why = "not signed by the root key or a registered log key"
+    for key in keys:
+        try:
+            notes.verify(note, key)
+            return None
+        except notes.CheckpointError as e:
+            why = str(e)
+    return why

@@ -21,6 +21,7 @@ from domain.signers import STUDY_STREAM
 from domain.timeutil import calendar_date, epoch_us, parse_time
 from ledger.verdict import judge
 from projections.consents import consent_rows, document_rows
+from projections.witnessed import WitnessedTimes
 from projections.summary import summarise
 from projections.timetravel import state_at
 from projections.verified import VerifiedProjections
@@ -94,6 +95,8 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
     verified_cp = projections.checkpoint()
     checkpoint = None if verified_cp is None else {"tree_size": verified_cp.tree_size, "root": verified_cp.root,
                                                    "note": verified_cp.note}
+    # Witnessed intervals recompute each checkpoint's root from the log, whose every row has just verified.
+    witnessed = WitnessedTimes(projections.vstore.store)
     until_us = None if as_of is None else epoch_us(as_of.isoformat())
     audits: dict[str | None, list[dict[str, Any]]] = {}
     for audit_row in projections.audit(until_us=until_us):  # one replay of the log, not one per participant
@@ -109,7 +112,7 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
         else:
             st = projections.participant(pid) or {}
             devs = projections.deviations(pid)
-        audit = audits.get(pid, [])
+        audit = [{**a, **witnessed.interval(a["position"])} for a in audits.get(pid, [])]
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol),
                              "consents": consent_rows(st, registry.documents)})
@@ -134,6 +137,7 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents),
+        witnesses=witnessed.latest(),
     )
 
 
