@@ -67,6 +67,8 @@ class ParticipantRegistered(Payload):
     site: str = ShortText
     sex: Literal["F", "M"]
     birth_year: int = Field(ge=1900, le=2100)
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="Full date of birth when the site may record it (exact age)")
 
 
 class ConsentSigned(Payload):
@@ -151,6 +153,14 @@ class ProtocolDeviationRecorded(Payload):
     corrective_action: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
+class SafetyReportSubmitted(Payload):
+    """An expedited safety report (e.g. of a SUSAR) sent to the regulator; stops the AE's reporting clock."""
+
+    ae_id: str = ShortText
+    recipient: str = ShortText
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
+
+
 class EntryCorrected(Payload):
     target_event_id: str = Field(min_length=36, max_length=36)
     changes: dict[str, Any] = Field(min_length=1)
@@ -204,6 +214,7 @@ CATALOGUE: dict[str, EventType] = {
         EventType("AdverseEventReported", AdverseEventReported, participant=True, times=("awareness_at",)),
         EventType("AdverseEventUpdated", AdverseEventUpdated, participant=True, times=("awareness_at",)),
         EventType("ProtocolDeviationRecorded", ProtocolDeviationRecorded, participant=True),
+        EventType("SafetyReportSubmitted", SafetyReportSubmitted, participant=True),
         EventType("EntryCorrected", EntryCorrected, participant=True, reason_required=True),
         EventType("EntryVoided", EntryVoided, participant=True, reason_required=True),
         EventType("RecordReviewed", RecordReviewed, participant=True, default_meaning="review"),

@@ -27,7 +27,8 @@ from ledger.store import Store
 from ledger.verify import Unauthorised
 
 from domain.events import MEANINGS, event_type, validate_payload
-from domain.participant import Participant, check_participant_id
+from domain.authority import check_meaning, default_meaning
+from domain.participant import Actor, Participant, check_participant_id
 from domain.protocol import Protocol
 from domain.rules import Deviation, Entry, IcfVersion, find_deviations
 from domain.signers import STUDY_STREAM, SignerRegistry
@@ -161,14 +162,15 @@ class Trial:
         now = self.clock()
         occurred = parse_instant(command.occurred_at, "occurred_at") if command.occurred_at else now
         refuse_future(occurred, now)
-        meaning = command.meaning or et.default_meaning
+        role_entry = registry.signer_for_key(signer.key_id)
+        assert role_entry is not None
+        meaning = command.meaning or default_meaning(protocol, role_entry.role, et.default_meaning)
         if meaning not in MEANINGS:
             raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
+        check_meaning(protocol, role_entry.role, meaning)
         if command.event_id is not None:
             _check_event_id(command.event_id)
             self._refuse_duplicate_id(command.event_id)
-        role_entry = registry.signer_for_key(signer.key_id)
-        assert role_entry is not None
         own_only = command.type in protocol.roles[role_entry.role].own_entries_only \
             if role_entry.role in protocol.roles else False
         if et.participant:
@@ -176,8 +178,9 @@ class Trial:
             if participant not in states:
                 states[participant] = self.participant(participant)
             state = states[participant]
+            actor = Actor(author, role_entry.role, registry.role_of, occurred, now)
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=protocol, own_entries_only=own_only)
+                                  protocol=protocol, own_entries_only=own_only, actor=actor)
             stream, position = participant, state.length + 1
         else:
             if command.participant:

@@ -89,6 +89,11 @@ class SignerRegistry:
     def root_fingerprint(self) -> str | None:
         return fingerprint(self.root_public_raw) if self.root_public_raw else None
 
+    def role_of(self, user_id: str) -> str | None:
+        """The role a user was registered with (the author of an entry, for who-may-edit-whom)."""
+        entry = self.signers.get(user_id)
+        return entry.role if entry is not None else None
+
     def signer_for_key(self, kid: str) -> SignerEntry | None:
         user = self.by_key.get(kid)
         return self.signers.get(user) if user else None
