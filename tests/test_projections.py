@@ -51,15 +51,19 @@ def full_history(trial: Trial, keys: Keys, participant: str = "S01-001") -> dict
                             reason="transcription error")
     add("EntryVoided", {"target_event_id": ids["spurious"]}, "lab1", reason="wrong participant")
     add("RecordReviewed", {"scope": "screening"}, "mon1")
+    add("ScreenFailed", {"failed_criteria": ["I5"]})
     add("ConsentWithdrawn", {"scope": "treatment"}, reason="personal")
     add("ParticipantWithdrawn", {}, reason="consent withdrawn")
-    add("ParticipantCompleted", {})
-    add("ScreenFailed", {"failed_criteria": ["I5"]})
+    add("SafetyReportSubmitted", {"ae_id": "AE-1", "recipient": "NMPA", "reference": "CN-2010-001"})
+    # withdrawal is terminal: a later procedure needs a reason (and is flagged)
+    add("VisitCompleted", {"visit": "D90"}, reason="safety visit the participant asked for")
     return ids
 
 
 def test_every_audit_column_in_csv_and_json_for_every_type(trial: Trial, keys: Keys, run: Cli) -> None:
     full_history(trial, keys)
+    register(trial, keys, "S01-002")
+    trial.append(Command("ParticipantCompleted", "S01-002", {}, occurred_at=T0), keys.signers["inv1"])
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,
                                                    "icf_version": "1.1"}), keys.signers["admin"])
     trial.append(Command("SignerRevoked", None, {"user_id": "coord1"}, reason="left"), keys.signers["admin"])

@@ -12,6 +12,15 @@ ICF versions in force) returning typed ``Deviation`` values. Where to look:
 | follow-up visit outside its window | ``visits.py`` |
 | late entry, serious AE reported late | ``timeliness.py`` |
 | explicit ``ProtocolDeviationRecorded`` | ``recorded.py`` |
+| eligibility incomplete, lab missing, assessment contradicting its lab, age to confirm | ``eligibility.py`` |
+| an edit of an eligibility input or a dose record; retrospective consent/eligibility/enrolment | ``edits.py`` |
+| a procedure after withdrawal, completion or death | ``terminal.py`` |
+| a SUSAR's expedited report overdue | ``safety.py`` |
+
+``find_deviations`` judges the record as it stands now; ``deviation_history``
+(book.py) judges each event as it is appended and keeps every deviation
+ever raised, open or resolved: that is what the projection and
+``deviations`` show (SPEC §4, "Deviations are facts with a history").
 """
 
 from __future__ import annotations
@@ -21,9 +30,12 @@ from collections.abc import Callable, Iterable, Sequence
 from domain.protocol import Protocol
 from domain.rules.consent import data_after_withdrawal, icf_not_current, procedure_before_consent
 from domain.rules.dosing import dose_not_allowed, dose_schedule, dose_product_checks
-from domain.rules.eligibility import eligibility_against_labs, enrolment_criteria
+from domain.rules.edits import edit_that_matters, retrospective_entry
+from domain.rules.eligibility import eligibility_against_labs, eligibility_incomplete, enrolment_criteria
 from domain.rules.history import Deviation, Entry, History, IcfVersion
 from domain.rules.recorded import recorded_deviations
+from domain.rules.safety import susar_report_overdue
+from domain.rules.terminal import procedure_after_terminal
 from domain.rules.timeliness import late_entry, serious_ae_late
 from domain.rules.visits import visit_outside_window
 
@@ -42,6 +54,11 @@ RULES: tuple[Rule, ...] = (
     late_entry,
     serious_ae_late,
     recorded_deviations,
+    eligibility_incomplete,
+    edit_that_matters,
+    retrospective_entry,
+    procedure_after_terminal,
+    susar_report_overdue,
 )
 
 
@@ -53,4 +70,7 @@ def find_deviations(protocol: Protocol, participant: str, entries: Sequence[Entr
     return sorted(found, key=lambda d: (d.first_position, d.kind, d.event_ids))
 
 
-__all__ = ["RULES", "Deviation", "Entry", "History", "IcfVersion", "find_deviations"]
+from domain.rules.book import DeviationBook, ProtocolVersion, Tracked, deviation_history  # noqa: E402
+
+__all__ = ["RULES", "Deviation", "DeviationBook", "Entry", "History", "IcfVersion", "ProtocolVersion", "Tracked",
+           "deviation_history", "find_deviations"]
