@@ -88,7 +88,7 @@ def _render_state(st: dict[str, Any]) -> str:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
     for ae_id, ae in sorted(st["adverse_events"].items()):
         lines.append(f"AE {ae_id}: {ae['term']} grade {ae['grade']}{' SERIOUS' if ae['serious'] else ''} "
-                     f"({ae['relatedness']})")
+                     f"({ae['relatedness']})" + (f"  {render_susar(ae['susar'])}" if ae.get("susar") else ""))
     for dev in st.get("deviations", []):
         resolved = f" [resolved by {dev.get('resolved_who')}: {dev.get('resolved_why') or 'no reason given'}]" \
             if dev.get("status") == "resolved" else ""
@@ -158,6 +158,12 @@ def deviations(ctx: click.Context, participant: str | None, open_only: bool) -> 
         raise InputRefused(f"participant: {participant} is not in the ledger")
     rows = proj.deviations(participant, open_only=open_only)
     emit(ctx, rows, "\n".join(render_deviation(r) for r in rows) or "no deviations")
+
+
+def render_susar(clock: dict[str, Any]) -> str:
+    """A SUSAR's expedited-reporting clock, as `show` and the demo print it."""
+    done = f"reported {clock['reported_at']}" if clock.get("reported_at") else "NOT YET REPORTED"
+    return f"SUSAR: expedited report within {clock['report_within_days']} days, due {clock['due']}; {done}"
 
 
 def render_deviation(r: dict[str, Any]) -> str:

@@ -8,12 +8,19 @@ it stays listed: originals are never hidden.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from domain.rules.safety import is_susar, report_days
 from ledger.envelope import Envelope
 
-STATUSES = ("registered", "consented", "screen_failed", "eligible", "enrolled", "treated", "completed", "withdrawn")
+STATUSES = ("registered", "consented", "screen_failed", "eligible", "enrolled", "treated", "completed", "withdrawn",
+            "deceased")
+TERMINAL_STATUSES = ("completed", "withdrawn", "deceased")
+# Event types whose presence (or void) moves the status; a void or correction re-derives it from the entries.
+_STATUS_TYPES = ("ConsentSigned", "ConsentWithdrawn", "EligibilityConfirmed", "ScreenFailed", "Enrolled",
+                 "InfusionAdministered", "ParticipantCompleted", "ParticipantWithdrawn", "AdverseEventReported",
+                 "AdverseEventUpdated", "EntryVoided", "EntryCorrected")
 
 
 def empty_state(participant: str) -> dict[str, Any]:
@@ -22,6 +29,7 @@ def empty_state(participant: str) -> dict[str, Any]:
         "consent": {"status": "none", "icf_version": None, "signed_at": None, "withdrawn_at": None, "scope": None},
         "criteria": {}, "labs": [], "doses": [], "visits": [], "adverse_events": {}, "reviews": [],
         "recorded_deviations": [], "entries": {}, "events": 0, "last_position": 0, "enrolled": False,
+        "outcome": None, "safety_reports": [],
     }
 
 
@@ -48,7 +56,75 @@ def apply(state: dict[str, Any], env: Envelope, position: int) -> dict[str, Any]
     handler = _HANDLERS.get(env.type)
     if handler is not None:
         handler(state, env)
+    if env.type in _STATUS_TYPES:
+        _derive_status(state)
     return state
+
+
+def _derive_status(s: dict[str, Any]) -> None:
+    """Status, consent and enrolment from the entries not voided, in log order (SPEC §4 voids and terminal states).
+
+    A void undoes its target's effect; withdrawal, completion and death
+    (a grade 5 adverse event) are terminal: nothing later moves the status.
+    """
+    status, enrolled, outcome = "registered", False, None
+    consent = {"status": "none", "icf_version": None, "signed_at": None, "withdrawn_at": None, "scope": None}
+    grades: dict[str, Any] = {}
+    for entry in s["entries"].values():
+        if entry["voided"]:
+            continue
+        kind, data = entry["type"], entry["data"]
+        if kind == "ConsentSigned":
+            consent.update(status="signed", icf_version=data.get("icf_version"), signed_at=entry["occurred_at"],
+                           withdrawn_at=None, scope=None)
+        elif kind == "ConsentWithdrawn":
+            consent.update(status=f"withdrawn ({data.get('scope')})", withdrawn_at=entry["occurred_at"],
+                           scope=data.get("scope"))
+        elif kind in ("AdverseEventReported", "AdverseEventUpdated") and data.get("grade") is not None:
+            grades[str(data.get("ae_id"))] = data.get("grade")
+        if status in TERMINAL_STATUSES:
+            continue
+        if kind == "ConsentSigned" and status == "registered":
+            status = "consented"
+        elif kind in _SIMPLE:
+            status = _SIMPLE[kind]
+        elif kind == "Enrolled":
+            status, enrolled = "enrolled", True
+        elif kind == "InfusionAdministered":
+            status = "treated"
+        if 5 in grades.values():
+            status = "deceased"
+    if 5 in grades.values():
+        outcome = "death"
+    s.update(status=status, enrolled=enrolled, outcome=outcome, consent=consent)
+    _susar_clocks(s)
+
+
+def _susar_clocks(s: dict[str, Any]) -> None:
+    """Each SUSAR's expedited-reporting clock: due date from awareness, and the report that stopped it."""
+    for ae_id, ae in s["adverse_events"].items():
+        if ae.get("voided") or not is_susar(ae):
+            ae.pop("susar", None)
+            continue
+        days = report_days(ae)
+        try:
+            due = (datetime.fromisoformat(str(ae.get("awareness_at"))) + timedelta(days=days)).isoformat()
+        except ValueError:
+            due = None
+        reports = [r for r in s["safety_reports"] if r["ae_id"] == ae_id and not r.get("voided")]
+        ae["susar"] = {"report_within_days": days, "due": due,
+                       "reported_at": reports[0]["occurred_at"] if reports else None,
+                       "report_event_id": reports[0]["event_id"] if reports else None}
+
+
+def _safety_report(s: dict[str, Any], env: Envelope) -> None:
+    s["safety_reports"].append({"event_id": env.event_id, "occurred_at": env.occurred_at, "voided": False,
+                                **env.data})
+    _susar_clocks(s)
+
+
+_SIMPLE = {"EligibilityConfirmed": "eligible", "ScreenFailed": "screen_failed", "ParticipantCompleted": "completed",
+           "ParticipantWithdrawn": "withdrawn"}
 
 
 def _registered(s: dict[str, Any], env: Envelope) -> None:
@@ -130,7 +206,8 @@ def _review(s: dict[str, Any], env: Envelope) -> None:
 
 
 def _views(s: dict[str, Any]) -> list[Any]:
-    return [*s["labs"], *s["doses"], *s["visits"], *s["adverse_events"].values(), *s["criteria"].values()]
+    return [*s["labs"], *s["doses"], *s["visits"], *s["adverse_events"].values(), *s["criteria"].values(),
+            *s.get("safety_reports", [])]
 
 
 def _correct(s: dict[str, Any], env: Envelope) -> None:
@@ -180,4 +257,5 @@ _HANDLERS = {
     "EntryVoided": _void,
     "ParticipantCompleted": _status("completed"),
     "ParticipantWithdrawn": _status("withdrawn"),
+    "SafetyReportSubmitted": _safety_report,
 }

@@ -32,8 +32,22 @@ def test_demo_output(demo_dir: tuple[Path, str]) -> None:
     assert "dose 2 on study day 9, outside its window" in out
     assert "LabResultRecorded entered" in out and "after it occurred" in out
     assert "before any signed consent" in out
+    # a deviation raised, then resolved by a correction, keeps its resolution and reason
+    assert "resolved  visit D90 on study day 28" in out
+    assert "by inv-li: visit id mis-keyed: this was the day-30 visit" in out
+    # a SUSAR with its expedited-reporting clock, stopped by the safety report
+    assert "S01-014-AE1 (acute pancreatitis): SUSAR: expedited report within 15 days, due 2010-11-07" in out
+    assert "reported 2010-10-29" in out
     assert "verify: OK" in out and "root key fingerprint:" in out
     assert "try next:" in out
+
+
+def test_demo_deviations_open_hides_the_resolved_one(demo_dir: tuple[Path, str]) -> None:
+    cwd, _ = demo_dir
+    every = run(cwd, "--db", "demo.db", "deviations").stdout
+    still_open = run(cwd, "--db", "demo.db", "deviations", "--open").stdout
+    assert "S01-006" in every and "S01-006" not in still_open
+    assert "dose_outside_window" in still_open
 
 
 def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None:

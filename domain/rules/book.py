@@ -25,7 +25,8 @@ from domain.protocol import Protocol
 from domain.rules import find_deviations
 from domain.rules.history import Deviation, Entry, IcfVersion, _time
 
-Key = tuple[str, tuple[str, ...], str]
+# A deviation is the same one while the same rule flags the same events; its message is kept as raised.
+Key = tuple[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Tracked:
 
     @property
     def key(self) -> Key:
-        return (self.kind, self.event_ids, self.message)
+        return (self.kind, self.event_ids)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form ``deviations`` prints (``position``: the first event's position, as before)."""
@@ -73,7 +74,7 @@ class Tracked:
 
 
 def _key(d: Deviation) -> Key:
-    return (d.kind, d.event_ids, d.message)
+    return (d.kind, d.event_ids)
 
 
 @dataclass
@@ -98,7 +99,9 @@ class DeviationBook:
 
     def _judge(self, position: int, event_id: str, who: str, why: str | None) -> list[Tracked]:
         found = judge(self.participant, self.entries, [v for v in self.versions if v.position <= position])
-        now = {_key(d): d for d in found}
+        now: dict[Key, Deviation] = {}
+        for d in found:
+            now.setdefault(_key(d), d)
         changes = []
         for key, d in now.items():
             if key not in self.open:
