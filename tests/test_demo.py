@@ -56,7 +56,8 @@ def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None
     assert (keys / "lab-zhao.key").exists()
     env_run = subprocess.run(
         [str(BIN), "--db", "demo.db", "append", "LabResultRecorded", "--participant", "S01-001",
-         "--data", '{"analyte": "CPEPTIDE", "value": 0.7, "unit": "nmol/L"}', "--key", str(keys / "lab-zhao.key")],
+         "--data", '{"analyte": "CPEPTIDE", "value": 0.7, "unit": "nmol/L"}', "--key", str(keys / "lab-zhao.key"),
+         "--reason", "stored sample analysed after completion"],  # S01-001 completed: terminal
         cwd=cwd, capture_output=True, text=True, env={"TRIAL_LEDGER_PASSPHRASE": "demo-passphrase", "PATH": ""})
     assert env_run.returncode == 0, env_run.stderr
 
