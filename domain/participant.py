@@ -210,7 +210,7 @@ class Participant:
                       protocol: Protocol, actor: Actor) -> None:
         target_id = payload["target_event_id"]
         target = self.entries.get(target_id)
-        verb = type_name[5:].lower()
+        verb = "correct" if type_name == "EntryCorrected" else "void"
         if target is None:
             raise InputRefused(f"data.target_event_id: no event {target_id} in {self.id}'s record")
         if target_id in self.voided:

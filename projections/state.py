@@ -218,6 +218,8 @@ def _correct(s: dict[str, Any], env: Envelope) -> None:
         return
     entry["data"].update(changes)
     entry["corrections"] += 1
+    if entry["type"] == "ParticipantRegistered":
+        s.update({k: entry["data"].get(k) for k in ("site", "sex", "birth_year")})
     for view in _views(s):
         if view.get("event_id") == target:
             view.update(changes)
