@@ -26,6 +26,7 @@ ever raised, open or resolved: that is what the projection and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from domain.protocol import Protocol
 from domain.rules.consent import data_after_withdrawal, icf_not_current, procedure_before_consent
@@ -63,9 +64,9 @@ RULES: tuple[Rule, ...] = (
 
 
 def find_deviations(protocol: Protocol, participant: str, entries: Sequence[Entry],
-                    icf_versions: Sequence[IcfVersion] = ()) -> list[Deviation]:
-    """Every deviation of one participant, in a stable order."""
-    history = History.build(protocol, participant, entries, icf_versions)
+                    icf_versions: Sequence[IcfVersion] = (), times: dict[str, Any] | None = None) -> list[Deviation]:
+    """Every deviation of the record as it stands now, in a stable order."""
+    history = History.build(protocol, participant, entries, icf_versions, times)
     found = [d for rule in RULES for d in rule(history)]
     return sorted(found, key=lambda d: (d.first_position, d.kind, d.event_ids))
 

@@ -84,6 +84,7 @@ class DeviationBook:
     entries: list[Entry] = field(default_factory=list)
     tracked: list[Tracked] = field(default_factory=list)
     open: dict[Key, Tracked] = field(default_factory=dict)
+    times: dict[str, Any] = field(default_factory=dict)
 
     def observe(self, entry: Entry) -> list[Tracked]:
         """Judge the record after ``entry``; return the deviations it raised or resolved."""
@@ -98,7 +99,8 @@ class DeviationBook:
         return self._judge(version.position, version.event_id, version.author, version.reason)
 
     def _judge(self, position: int, event_id: str, who: str, why: str | None) -> list[Tracked]:
-        found = judge(self.participant, self.entries, [v for v in self.versions if v.position <= position])
+        found = judge(self.participant, self.entries, [v for v in self.versions if v.position <= position],
+                      self.times)
         now: dict[Key, Deviation] = {}
         for d in found:
             now.setdefault(_key(d), d)
@@ -118,16 +120,17 @@ class DeviationBook:
         return changes
 
 
-def judge(participant: str, entries: Sequence[Entry], versions: Sequence[ProtocolVersion]) -> list[Deviation]:
+def judge(participant: str, entries: Sequence[Entry], versions: Sequence[ProtocolVersion],
+          times: dict[str, Any] | None = None) -> list[Deviation]:
     """The deviations of the record as it stands, each judged under the version in force at its clinical time."""
     icf = [IcfVersion(v.position, v.icf_version) for v in versions]
     protocols = {id(v.protocol): v.protocol for v in versions}
     if len(protocols) <= 1:
-        return find_deviations(versions[0].protocol, participant, entries, icf) if versions else []
+        return find_deviations(versions[0].protocol, participant, entries, icf, times) if versions else []
     times = {e.envelope.event_id: _time(e.envelope.occurred_at) for e in entries}
     out = []
     for protocol in protocols.values():
-        for d in find_deviations(protocol, participant, entries, icf):
+        for d in find_deviations(protocol, participant, entries, icf, times):
             when = max((t for t in (times.get(i) for i in d.event_ids) if t is not None), default=None)
             if in_force(versions, when) is protocol:
                 out.append(d)

@@ -81,7 +81,9 @@ class History:
 
     @classmethod
     def build(cls, protocol: Protocol, participant: str, entries: list[Entry] | tuple[Entry, ...] | Any,
-              icf_versions: Any = ()) -> History:
+              icf_versions: Any = (), times: dict[str, tuple[datetime | None, datetime | None]] | None = None,
+              ) -> History:
+        """``times`` caches each entry's parsed times across builds (the book rebuilds after every event)."""
         voided: set[str] = set()
         changes: dict[str, dict[str, Any]] = {}
         for entry in sorted(entries, key=lambda e: e.position):
@@ -94,7 +96,12 @@ class History:
         facts, originals = [], {}
         for entry in entries:
             env = entry.envelope
-            occurred, recorded = _time(env.occurred_at), _time(env.recorded_at)
+            parsed = times.get(env.event_id) if times is not None else None
+            if parsed is None:
+                parsed = (_time(env.occurred_at), _time(env.recorded_at))
+                if times is not None:
+                    times[env.event_id] = parsed
+            occurred, recorded = parsed
             if occurred is None or recorded is None:
                 continue
             originals[env.event_id] = Fact(env.event_id, env.type, entry.position, occurred, recorded, dict(env.data))
@@ -109,6 +116,15 @@ class History:
     # -- views the rules share ---------------------------------------------------------------
 
     def of(self, *types: str) -> list[Fact]:
+        """Facts of these types in clinical order (indexed once: the book asks this per event)."""
+        index = self.__dict__.get("_by_type")
+        if index is None:
+            index = {}
+            for f in self.facts:
+                index.setdefault(f.type, []).append(f)
+            self.__dict__["_by_type"] = index
+        if len(types) == 1:
+            return list(index.get(types[0], ()))
         return [f for f in self.facts if f.type in types]
 
     def first(self, type_name: str) -> Fact | None:
