@@ -127,11 +127,11 @@ def judge(participant: str, entries: Sequence[Entry], versions: Sequence[Protoco
     protocols = {id(v.protocol): v.protocol for v in versions}
     if len(protocols) <= 1:
         return find_deviations(versions[0].protocol, participant, entries, icf, times) if versions else []
-    times = {e.envelope.event_id: _time(e.envelope.occurred_at) for e in entries}
+    occurred = {e.envelope.event_id: _time(e.envelope.occurred_at) for e in entries}
     out = []
     for protocol in protocols.values():
         for d in find_deviations(protocol, participant, entries, icf, times):
-            when = max((t for t in (times.get(i) for i in d.event_ids) if t is not None), default=None)
+            when = max((t for t in (occurred.get(i) for i in d.event_ids) if t is not None), default=None)
             if in_force(versions, when) is protocol:
                 out.append(d)
     return out
