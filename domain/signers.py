@@ -121,6 +121,9 @@ class SignerRegistry:
                 raise Unauthorised(f"key of {entry.user_id} is not valid before {entry.valid_from.isoformat()}")
         if not role_may_sign(self.protocol, entry.role, envelope.type):
             raise Unauthorised(f"role {entry.role} ({entry.user_id}) may not sign {envelope.type}")
+        meanings = self.protocol.roles[entry.role].meanings
+        if meanings is not None and envelope.meaning not in meanings:
+            raise Unauthorised(f"role {entry.role} ({entry.user_id}) may not sign with meaning {envelope.meaning!r}")
         return entry.public_raw
 
     def _authorise_genesis(self, envelope: Envelope) -> bytes:

@@ -397,3 +397,17 @@ def test_grade_5_makes_the_participant_terminal(site: Site) -> None:
     site.refused("lab1", "LabResultRecorded", {"analyte": "FBG", "value": 8.0, "unit": "mmol/L"}, hours=8,
                  needle="needs a --reason")
 
+
+
+def test_verify_refuses_a_meaning_the_role_may_not_sign(site: Site, keys: Keys) -> None:
+    """An insider who signs an 'approval' with a coordinator key outside the CLI is caught by verify (§5.4)."""
+    from domain.service import Command, Trial
+    from ledger.store import Store
+
+    site.register()
+    trial = Trial(Store(site.run.db))
+    env = trial.decide([Command("RecordReviewed", P, {"scope": "casebook"})], keys.signers["coord1"])[0]
+    trial.store.append([env.model_copy(update={"meaning": "approval"})], keys.signers["coord1"])
+    trial.store.close()
+    r = site.run("verify")
+    assert r.exit_code == 1 and "meaning 'approval'" in r.stderr
