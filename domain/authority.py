@@ -9,9 +9,8 @@ subject to ``own_entries_only``.
 
 from __future__ import annotations
 
-from ledger.errors import InputRefused
-
 from domain.protocol import Protocol
+from ledger.errors import InputRefused
 
 
 def check_edit(protocol: Protocol, *, verb: str, editor: str, editor_role: str | None, author: str,

@@ -17,13 +17,12 @@ from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ledger.envelope import Envelope
-from ledger.errors import InputRefused
-
 from domain.authority import check_edit
 from domain.events import CATALOGUE, event_type, validate_payload
 from domain.protocol import Protocol
 from domain.timeutil import parse_instant
+from ledger.envelope import Envelope
+from ledger.errors import InputRefused
 
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UNCORRECTABLE = ("EntryCorrected", "EntryVoided")

@@ -29,7 +29,7 @@ def empty_state(participant: str) -> dict[str, Any]:
         "consent": {"status": "none", "icf_version": None, "signed_at": None, "withdrawn_at": None, "scope": None},
         "criteria": {}, "labs": [], "doses": [], "visits": [], "adverse_events": {}, "reviews": [],
         "recorded_deviations": [], "entries": {}, "events": 0, "last_position": 0, "enrolled": False,
-        "outcome": None, "safety_reports": [],
+        "outcome": None, "safety_reports": [], "ae_grades": {},
     }
 
 
@@ -52,12 +52,15 @@ def apply(state: dict[str, Any], env: Envelope, position: int) -> dict[str, Any]
     state["last_position"] = position
     data = env.data
     state["entries"][env.event_id] = {"type": env.type, "data": dict(data), "voided": False,
-                                      "corrections": 0, "occurred_at": env.occurred_at}
+                                      "corrections": 0, "occurred_at": env.occurred_at, "position": position}
     handler = _HANDLERS.get(env.type)
     if handler is not None:
         handler(state, env)
-    if env.type in _STATUS_TYPES:
+    if env.type in ("EntryVoided", "EntryCorrected"):
         _derive_status(state)
+    elif env.type in _STATUS_TYPES:
+        _step(state, state["entries"][env.event_id])
+        _susar_clocks(state)
     return state
 
 
@@ -66,38 +69,46 @@ def _derive_status(s: dict[str, Any]) -> None:
 
     A void undoes its target's effect; withdrawal, completion and death
     (a grade 5 adverse event) are terminal: nothing later moves the status.
+    Appends step the fold incrementally; only an edit replays it.
     """
-    status, enrolled, outcome = "registered", False, None
-    consent = {"status": "none", "icf_version": None, "signed_at": None, "withdrawn_at": None, "scope": None}
-    grades: dict[str, Any] = {}
-    for entry in s["entries"].values():
-        if entry["voided"]:
-            continue
-        kind, data = entry["type"], entry["data"]
-        if kind == "ConsentSigned":
-            consent.update(status="signed", icf_version=data.get("icf_version"), signed_at=entry["occurred_at"],
-                           withdrawn_at=None, scope=None)
-        elif kind == "ConsentWithdrawn":
-            consent.update(status=f"withdrawn ({data.get('scope')})", withdrawn_at=entry["occurred_at"],
-                           scope=data.get("scope"))
-        elif kind in ("AdverseEventReported", "AdverseEventUpdated") and data.get("grade") is not None:
-            grades[str(data.get("ae_id"))] = data.get("grade")
-        if status in TERMINAL_STATUSES:
-            continue
-        if kind == "ConsentSigned" and status == "registered":
-            status = "consented"
-        elif kind in _SIMPLE:
-            status = _SIMPLE[kind]
-        elif kind == "Enrolled":
-            status, enrolled = "enrolled", True
-        elif kind == "InfusionAdministered":
-            status = "treated"
-        if 5 in grades.values():
-            status = "deceased"
-    if 5 in grades.values():
-        outcome = "death"
-    s.update(status=status, enrolled=enrolled, outcome=outcome, consent=consent)
+    s.update(status="registered", enrolled=False, outcome=None, ae_grades={},
+             consent={"status": "none", "icf_version": None, "signed_at": None, "withdrawn_at": None, "scope": None})
+    # log order: the stored state is JSON with sorted keys, so the entries dict's order is not the log's
+    for entry in sorted(s["entries"].values(), key=lambda e: e.get("position", 0)):
+        if not entry["voided"]:
+            _step(s, entry)
     _susar_clocks(s)
+
+
+def _step(s: dict[str, Any], entry: dict[str, Any]) -> None:
+    kind, data, consent = entry["type"], entry["data"], s["consent"]
+    grades = s.setdefault("ae_grades", {})
+    if kind == "ConsentSigned":
+        consent.update(status="signed", icf_version=data.get("icf_version"), signed_at=entry["occurred_at"],
+                       withdrawn_at=None, scope=None)
+    elif kind == "ConsentWithdrawn":
+        consent.update(status=f"withdrawn ({data.get('scope')})", withdrawn_at=entry["occurred_at"],
+                       scope=data.get("scope"))
+    elif kind in ("AdverseEventReported", "AdverseEventUpdated") and data.get("grade") is not None:
+        grades[str(data.get("ae_id"))] = data.get("grade")
+    if 5 in grades.values():
+        s["outcome"] = "death"
+    if s["status"] in TERMINAL_STATUSES:
+        return
+    if kind == "ConsentSigned" and s["status"] == "registered":
+        s["status"] = "consented"
+    elif kind in _SIMPLE:
+        s["status"] = _SIMPLE[kind]
+    elif kind == "Enrolled":
+        s["status"], s["enrolled"] = "enrolled", True
+    elif kind == "InfusionAdministered":
+        s["status"] = "treated"
+    if 5 in grades.values():
+        s["status"] = "deceased"
+
+
+_SIMPLE = {"EligibilityConfirmed": "eligible", "ScreenFailed": "screen_failed", "ParticipantCompleted": "completed",
+           "ParticipantWithdrawn": "withdrawn"}
 
 
 def _susar_clocks(s: dict[str, Any]) -> None:
@@ -123,24 +134,8 @@ def _safety_report(s: dict[str, Any], env: Envelope) -> None:
     _susar_clocks(s)
 
 
-_SIMPLE = {"EligibilityConfirmed": "eligible", "ScreenFailed": "screen_failed", "ParticipantCompleted": "completed",
-           "ParticipantWithdrawn": "withdrawn"}
-
-
 def _registered(s: dict[str, Any], env: Envelope) -> None:
     s.update(site=env.data.get("site"), sex=env.data.get("sex"), birth_year=env.data.get("birth_year"))
-
-
-def _consent(s: dict[str, Any], env: Envelope) -> None:
-    s["consent"].update(status="signed", icf_version=env.data.get("icf_version"), signed_at=env.occurred_at,
-                        withdrawn_at=None, scope=None)
-    if s["status"] == "registered":
-        s["status"] = "consented"
-
-
-def _withdrawn_consent(s: dict[str, Any], env: Envelope) -> None:
-    scope = env.data.get("scope")
-    s["consent"].update(status=f"withdrawn ({scope})", withdrawn_at=env.occurred_at, scope=scope)
 
 
 def _screening(s: dict[str, Any], env: Envelope) -> None:
@@ -155,24 +150,11 @@ def _lab(s: dict[str, Any], env: Envelope) -> None:
                       "corrected": False, **env.data})
 
 
-def _status(new: str) -> Any:
-    def handler(s: dict[str, Any], env: Envelope) -> None:
-        s["status"] = new
-    return handler
-
-
-def _enrolled(s: dict[str, Any], env: Envelope) -> None:
-    s["status"] = "enrolled"
-    s["enrolled"] = True
-
-
 def _infusion(s: dict[str, Any], env: Envelope) -> None:
     dose = {"event_id": env.event_id, "occurred_at": env.occurred_at, "voided": False, "corrected": False,
             **env.data}
     s["doses"].append(dose)
     dose["study_day"] = _study_day(s, env.occurred_at)
-    if s["status"] not in ("completed", "withdrawn"):
-        s["status"] = "treated"
 
 
 def _visit(s: dict[str, Any], env: Envelope) -> None:
@@ -242,13 +224,8 @@ def _void(s: dict[str, Any], env: Envelope) -> None:
 
 _HANDLERS = {
     "ParticipantRegistered": _registered,
-    "ConsentSigned": _consent,
-    "ConsentWithdrawn": _withdrawn_consent,
     "ScreeningAssessed": _screening,
     "LabResultRecorded": _lab,
-    "EligibilityConfirmed": _status("eligible"),
-    "ScreenFailed": _status("screen_failed"),
-    "Enrolled": _enrolled,
     "InfusionAdministered": _infusion,
     "VisitCompleted": _visit,
     "AdverseEventReported": _ae,
@@ -257,7 +234,5 @@ _HANDLERS = {
     "RecordReviewed": _review,
     "EntryCorrected": _correct,
     "EntryVoided": _void,
-    "ParticipantCompleted": _status("completed"),
-    "ParticipantWithdrawn": _status("withdrawn"),
     "SafetyReportSubmitted": _safety_report,
 }

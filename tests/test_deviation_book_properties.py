@@ -4,7 +4,7 @@ the number of deviations ever raised never decreases, and replaying the log give
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,11 +12,10 @@ from hypothesis import strategies as st
 
 from domain.protocol import bundled_protocol_path, load_protocol
 from domain.rules import DeviationBook, Entry, ProtocolVersion, deviation_history
-
 from tests.builders import DAY0, HistoryBuilder, compliant
 
 PROTOCOL = load_protocol(bundled_protocol_path())
-GENESIS = ProtocolVersion(1, datetime(2010, 1, 1, tzinfo=timezone.utc), PROTOCOL, PROTOCOL.icf_version, "genesis",
+GENESIS = ProtocolVersion(1, datetime(2010, 1, 1, tzinfo=UTC), PROTOCOL, PROTOCOL.icf_version, "genesis",
                           "admin")
 
 

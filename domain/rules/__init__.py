@@ -29,10 +29,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from domain.protocol import Protocol
-from domain.rules.consent import data_after_withdrawal, icf_not_current, procedure_before_consent
-from domain.rules.dosing import dose_not_allowed, dose_schedule, dose_product_checks
+from domain.rules.consent import (
+    data_after_withdrawal,
+    icf_not_current,
+    procedure_before_consent,
+)
+from domain.rules.dosing import dose_not_allowed, dose_product_checks, dose_schedule
 from domain.rules.edits import edit_that_matters, retrospective_entry
-from domain.rules.eligibility import eligibility_against_labs, eligibility_incomplete, enrolment_criteria
+from domain.rules.eligibility import (
+    eligibility_against_labs,
+    eligibility_incomplete,
+    enrolment_criteria,
+)
 from domain.rules.history import Deviation, Entry, History, IcfVersion
 from domain.rules.recorded import recorded_deviations
 from domain.rules.safety import susar_report_overdue
@@ -71,7 +79,7 @@ def find_deviations(protocol: Protocol, participant: str, entries: Sequence[Entr
     return sorted(found, key=lambda d: (d.first_position, d.kind, d.event_ids))
 
 
-from domain.rules.book import DeviationBook, ProtocolVersion, Tracked, deviation_history  # noqa: E402
+from domain.rules.book import DeviationBook, ProtocolVersion, Tracked, deviation_history
 
 __all__ = ["RULES", "Deviation", "DeviationBook", "Entry", "History", "IcfVersion", "ProtocolVersion", "Tracked",
            "deviation_history", "find_deviations"]

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ledger.envelope import Envelope
-
 from domain.protocol import Protocol
+from ledger.envelope import Envelope
 
 
 @dataclass(frozen=True)
