@@ -319,7 +319,16 @@ def _check_visit(_: Participant, p: dict[str, Any], protocol: Protocol) -> None:
         raise InputRefused(f"data.visit: {p['visit']!r} is not a protocol visit ({known})")
 
 
+def _check_registration(_: Participant, p: dict[str, Any], protocol: Protocol) -> None:
+    born = p.get("birth_date")
+    if born is not None and not str(born).startswith(f"{p['birth_year']:04d}-"):
+        raise InputRefused(f"data.birth_date: {born} is not in birth_year {p['birth_year']}")
+    if born is not None:
+        parse_instant(f"{born}T00:00:00+00:00", "data.birth_date")
+
+
 _PROTOCOL_CHECKS = {
+    "ParticipantRegistered": _check_registration,
     "LabResultRecorded": _check_lab,
     "ScreeningAssessed": _check_screening,
     "ScreenFailed": _check_screen_failed,

@@ -334,6 +334,8 @@ def test_a_birth_year_that_may_make_the_participant_a_minor_is_flagged(site: Sit
 
 
 def test_a_full_birth_date_gives_the_exact_age(site: Site) -> None:
+    site.refused("coord1", "ParticipantRegistered", {"site": "S01", "sex": "M", "birth_year": 1990,
+                                                     "birth_date": "1991-02-30"}, needle="data.birth_date")
     site.register(birth_year=START.year - 19, birth_date=f"{START.year - 19}-01-01")
     site.consent(1)
     site.screened(2)

@@ -77,6 +77,7 @@ class History:
     facts: list[Fact]
     icf_versions: list[IcfVersion] = field(default_factory=list)
     originals: dict[str, Fact] = field(default_factory=dict)
+    by_type: dict[str, list[Fact]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, protocol: Protocol, participant: str, entries: list[Entry] | tuple[Entry, ...] | Any,
@@ -116,14 +117,11 @@ class History:
 
     def of(self, *types: str) -> list[Fact]:
         """Facts of these types in clinical order (indexed once: the book asks this per event)."""
-        index = self.__dict__.get("_by_type")
-        if index is None:
-            index = {}
+        if not self.by_type and self.facts:
             for f in self.facts:
-                index.setdefault(f.type, []).append(f)
-            self.__dict__["_by_type"] = index
+                self.by_type.setdefault(f.type, []).append(f)
         if len(types) == 1:
-            return list(index.get(types[0], ()))
+            return list(self.by_type.get(types[0], ()))
         return [f for f in self.facts if f.type in types]
 
     def first(self, type_name: str) -> Fact | None:
