@@ -26,6 +26,7 @@ from ledger.keys import Signer, public_from_b64, raw_public_bytes
 from ledger.store import Store
 from ledger.verify import Unauthorised
 
+from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.authority import check_meaning, default_meaning
 from domain.participant import Actor, Participant, check_participant_id
@@ -85,7 +86,8 @@ class Trial:
             if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
                 versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
             elif env.type == "ProtocolAmended":
-                versions.append(IcfVersion(record.position, str(env.data.get("icf_version"))))
+                versions.append(IcfVersion(record.position, str(env.data.get("icf_version")),
+                                           _effective(env.occurred_at), env.data.get("reconsent_required") is True))
         return versions
 
     def registry_at(self, position: int) -> SignerRegistry:
@@ -128,7 +130,7 @@ class Trial:
             icf = env.data.get("icf_version") if env.type == "ProtocolAmended" else protocol.icf_version
             effective = parse_instant(env.occurred_at, "occurred_at")
             versions.append(ProtocolVersion(record.position, effective, protocol, str(icf), env.event_id,
-                                            env.author, env.reason))
+                                            env.author, env.reason, env.data.get("reconsent_required") is True))
         self._versions_key, self._versions = key, versions
         return versions
 
@@ -214,7 +216,11 @@ class Trial:
             state = states[participant]
             actor = Actor(author, role_entry.role, registry.role_of, occurred, now)
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=protocol, own_entries_only=own_only, actor=actor)
+                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only,
+                                  actor=actor)
+            target = state.entries.get(str(payload.get("target_event_id")))
+            check_consent_entry(command.type, payload, registry, target.type if target else None,
+                                lambda: self.store.stream(participant))
             stream, position = participant, state.length + 1
         else:
             if command.participant:
@@ -258,6 +264,10 @@ class Trial:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is not a registered signer")
             if existing.revoked_at is not None:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is already revoked")
+        elif type_name == "DocumentRegistered":
+            registry.documents.check_registration(payload)
+        elif type_name == "ProtocolAmended":
+            check_amendment(payload, registry)
         return payload
 
     def _refuse_duplicate_id(self, event_id: str | None) -> None:
@@ -303,6 +313,14 @@ class Decider:
         else:
             self.states[env.stream].apply(env)
         return env
+
+
+def _effective(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo is not None else None
 
 
 def _raw(b64: str) -> bytes:

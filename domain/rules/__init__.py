@@ -16,6 +16,7 @@ ICF versions in force) returning typed ``Deviation`` values. Where to look:
 | an edit of an eligibility input or a dose record; retrospective consent/eligibility/enrolment | ``edits.py`` |
 | a procedure after withdrawal, completion or death | ``terminal.py`` |
 | a SUSAR's expedited report overdue | ``safety.py`` |
+| procedure after an amendment without re-consent | ``reconsent.py`` |
 
 ``find_deviations`` judges the record as it stands now; ``deviation_history``
 (book.py) judges each event as it is appended and keeps every deviation
@@ -44,6 +45,7 @@ from domain.rules.eligibility import (
 from domain.rules.history import Deviation, Entry, History, IcfVersion
 from domain.rules.recorded import recorded_deviations
 from domain.rules.safety import susar_report_overdue
+from domain.rules.reconsent import procedure_without_reconsent
 from domain.rules.terminal import procedure_after_terminal
 from domain.rules.timeliness import late_entry, serious_ae_late
 from domain.rules.visits import visit_outside_window
@@ -68,6 +70,7 @@ RULES: tuple[Rule, ...] = (
     retrospective_entry,
     procedure_after_terminal,
     susar_report_overdue,
+    procedure_without_reconsent,
 )
 
 

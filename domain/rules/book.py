@@ -40,6 +40,7 @@ class ProtocolVersion:
     event_id: str = ""
     author: str = ""
     reason: str | None = None
+    reconsent_required: bool = False
 
 
 @dataclass
@@ -123,7 +124,8 @@ class DeviationBook:
 def judge(participant: str, entries: Sequence[Entry], versions: Sequence[ProtocolVersion],
           times: dict[str, Any] | None = None) -> list[Deviation]:
     """The deviations of the record as it stands, each judged under the version in force at its clinical time."""
-    icf = [IcfVersion(v.position, v.icf_version) for v in versions]
+    icf = [IcfVersion(v.position, v.icf_version) if n == 0 else
+           IcfVersion(v.position, v.icf_version, v.effective, v.reconsent_required) for n, v in enumerate(versions)]
     protocols = {id(v.protocol): v.protocol for v in versions}
     if len(protocols) <= 1:
         return find_deviations(versions[0].protocol, participant, entries, icf, times) if versions else []
