@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from domain.protocol import bundled_protocol_path, load_protocol
+from domain.protocol import bundled_protocol_path
 from tests.conftest import Cli, Keys, initialise
 from tests.test_refusals import refused
 
@@ -140,7 +141,8 @@ def test_replaying_history_gives_the_same_book(site: Site) -> None:
     assert site.deviations() == incremental
 
 
-def test_an_amendment_does_not_erase_a_deviation_under_the_old_protocol(site: Site, keys: Keys) -> None:
+def test_an_amendment_does_not_erase_a_deviation_under_the_old_protocol(site: Site, keys: Keys,
+                                                                         tmp_path: Path) -> None:
     site.register()
     old = datetime(2010, 9, 20, 9, tzinfo=UTC)
     site.add("pharm1", "InfusionAdministered", DOSE, when=old)
@@ -149,12 +151,12 @@ def test_an_amendment_does_not_erase_a_deviation_under_the_old_protocol(site: Si
     flagged = by_kind(site.deviations(), "dose_outside_window")
     assert len(flagged) == 1 and flagged[0]["status"] == "open"
     # a real amendment widens dose 2 to day 7 ±3, today
-    protocol = load_protocol(bundled_protocol_path()).document()
-    protocol["version"] = "2.0"
-    protocol["doses"][1]["minus"] = protocol["doses"][1]["plus"] = 3
-    r = site.run("append", "ProtocolAmended", "--data", json.dumps({
-        "protocol_version": "2.0", "protocol_sha256": "b" * 64, "icf_version": "1.0", "protocol": protocol}),
-        "--key", str(keys.path("admin")))
+    text = bundled_protocol_path().read_text().replace('version = "1.0"\n', 'version = "2.0"\n', 1)
+    text = text.replace("day = 7\nminus = 1\nplus = 1", "day = 7\nminus = 3\nplus = 3", 1)
+    assert "minus = 3\nplus = 3" in text
+    amended = tmp_path / "protocol-2.0.toml"
+    amended.write_text(text)
+    r = site.run("amend", "--protocol", str(amended), "--key", str(keys.path("admin")))
     assert r.exit_code == 0, r.output
     # the 2010 dose is judged under the protocol in force in 2010: still open, the same record
     assert by_kind(site.deviations(), "dose_outside_window") == flagged
