@@ -8,6 +8,7 @@ breaks the protocol is not refused here: see ``domain.rules``.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -49,14 +50,30 @@ def check_participant_id(participant: object) -> str:
     return participant
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class EntryFacts:
-    """What a later correction or void of one entry needs: its type, author, clinical time and payload."""
+    """What a later correction or void of one entry needs: its type, author, clinical time and payload.
+
+    The payload is kept as compact JSON bytes (decoded only for a correction),
+    so a million-line import keeps a million small records, not dicts.
+    """
 
     type: str
     author: str
     occurred_at: str
-    data: dict[str, Any]
+    payload: bytes
+
+    @property
+    def data(self) -> dict[str, Any]:
+        value = json.loads(self.payload)
+        return value if isinstance(value, dict) else {}
+
+    def corrected(self, changes: dict[str, Any]) -> None:
+        self.payload = _compact({**self.data, **changes})
+
+
+def _compact(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str).encode()
 
 
 @dataclass(frozen=True)
@@ -98,7 +115,7 @@ class Participant:
     def apply(self, env: Envelope) -> None:
         self.length = env.position
         self.entries[env.event_id] = EntryFacts(sys.intern(env.type), sys.intern(env.author), env.occurred_at,
-                                                dict(env.data))
+                                                _compact(dict(env.data)))
         data = env.data
         if env.type == "ParticipantRegistered":
             self.sex = data.get("sex")
@@ -109,7 +126,7 @@ class Participant:
             changes = dict(data.get("changes") or {})
             target = self.entries.get(target_id)
             if target is not None:
-                target.data.update(changes)
+                target.corrected(changes)
                 if target.type == "ParticipantRegistered":
                     self.sex = target.data.get("sex")
             corrected = self.ae_values.get(target_id)
@@ -228,11 +245,12 @@ class Participant:
                           actor: Actor) -> None:
         """A corrected entry must pass every check a new entry of its type passes (SPEC §4)."""
         validate_changes(target.type, changes)
+        original = target.data
         for name in IDENTITY_FIELDS.get(target.type, ()):
-            if name in changes and changes[name] != target.data.get(name):
+            if name in changes and changes[name] != original.get(name):
                 raise InputRefused(f"data.changes.{name}: a correction cannot change what the entry is about "
                                    f"({name}); void it and record the right entry")
-        merged = {**target.data, **changes}
+        merged = {**original, **changes}
         try:
             corrected = validate_payload(target.type, merged, where="data.changes")
         except InputRefused as e:
