@@ -100,6 +100,7 @@ class Participant:
     # relatedness as corrected since. ``ae_current`` folds them, skipping voided entries.
     aes: dict[str, list[str]] = field(default_factory=dict)
     ae_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    terminals: list[str] = field(default_factory=list)  # withdrawal and completion entries, in log order
 
     @classmethod
     def replay(cls, participant: str, envelopes: list[Envelope]) -> Participant:
@@ -117,6 +118,8 @@ class Participant:
         self.entries[env.event_id] = EntryFacts(sys.intern(env.type), sys.intern(env.author), env.occurred_at,
                                                 _compact(dict(env.data)))
         data = env.data
+        if env.type in TERMINAL:
+            self.terminals.append(env.event_id)
         if env.type == "ParticipantRegistered":
             self.sex = data.get("sex")
         elif env.type == "EntryVoided":
@@ -146,10 +149,9 @@ class Participant:
 
     def terminal(self) -> tuple[str, str] | None:
         """(what, since when) if the participant withdrew, completed or died, as the record now stands."""
-        for event_id, facts in self.entries.items():
-            if event_id in self.voided:
-                continue
-            if facts.type in TERMINAL:
+        for event_id in self.terminals:
+            if event_id not in self.voided:
+                facts = self.entries[event_id]
                 return ("withdrawn" if facts.type == "ParticipantWithdrawn" else "completed", facts.occurred_at)
         for ae_id, ids in self.aes.items():
             if self.ae_current(ae_id).get("grade") == 5:
