@@ -11,16 +11,14 @@ from typing import Any
 
 from domain.rules import Entry, deviation_history
 from domain.service import Trial
+from domain.timeutil import parse_time
 from ledger.envelope import Record
 from ledger.errors import InputRefused
 from projections import state as states
 
 
 def _recorded(record: Record) -> datetime | None:
-    try:
-        return datetime.fromisoformat(record.envelope().recorded_at)
-    except ValueError:
-        return None
+    return parse_time(record.envelope().recorded_at, aware=False)
 
 
 def state_at(trial: Trial, participant: str, *, as_of: datetime | None = None,

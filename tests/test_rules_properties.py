@@ -28,10 +28,8 @@ def reorder(h: HistoryBuilder, order: list[int]) -> list[Entry]:
 
 def inverted(entries: list[Entry]) -> bool:
     """Whether some consent/eligibility/enrolment was typed after a procedure it should precede."""
-    for n, e in enumerate(entries):
-        if e.envelope.type in PRECEDES and any(p.envelope.type in PRECEDES[e.envelope.type] for p in entries[:n]):
-            return True
-    return False
+    return any(e.envelope.type in PRECEDES and any(p.envelope.type in PRECEDES[e.envelope.type] for p in entries[:n])
+               for n, e in enumerate(entries))
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from domain.protocol import Protocol
+from domain.rules.book import DeviationBook, ProtocolVersion, Tracked, deviation_history
 from domain.rules.consent import (
     data_after_withdrawal,
     icf_not_current,
@@ -81,8 +82,6 @@ def find_deviations(protocol: Protocol, participant: str, entries: Sequence[Entr
     found = [d for rule in RULES for d in rule(history)]
     return sorted(found, key=lambda d: (d.first_position, d.kind, d.event_ids))
 
-
-from domain.rules.book import DeviationBook, ProtocolVersion, Tracked, deviation_history
 
 __all__ = ["RULES", "Deviation", "DeviationBook", "Entry", "History", "IcfVersion", "ProtocolVersion", "Tracked",
            "deviation_history", "find_deviations"]

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import domain.rules as rules
 from domain.protocol import Protocol
-from domain.rules import find_deviations
 from domain.rules.history import Deviation, Entry, IcfVersion, _time
 
 # A deviation is the same one while the same rule flags the same events; its message is kept as raised.
@@ -128,11 +128,11 @@ def judge(participant: str, entries: Sequence[Entry], versions: Sequence[Protoco
            IcfVersion(v.position, v.icf_version, v.effective, v.reconsent_required) for n, v in enumerate(versions)]
     protocols = {id(v.protocol): v.protocol for v in versions}
     if len(protocols) <= 1:
-        return find_deviations(versions[0].protocol, participant, entries, icf, times) if versions else []
+        return rules.find_deviations(versions[0].protocol, participant, entries, icf, times) if versions else []
     occurred = {e.envelope.event_id: _time(e.envelope.occurred_at) for e in entries}
     out = []
     for protocol in protocols.values():
-        for d in find_deviations(protocol, participant, entries, icf, times):
+        for d in rules.find_deviations(protocol, participant, entries, icf, times):
             when = max((t for t in (occurred.get(i) for i in d.event_ids) if t is not None), default=None)
             if in_force(versions, when) is protocol:
                 out.append(d)
