@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from domain.signers import STUDY_STREAM
 from domain.timeutil import calendar_date, epoch_us, parse_time
 from ledger.verdict import judge
+from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
 from projections.witnessed import WitnessedTimes
 from projections.summary import summarise
@@ -101,6 +102,7 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
     audits: dict[str | None, list[dict[str, Any]]] = {}
     for audit_row in projections.audit(until_us=until_us):  # one replay of the log, not one per participant
         audits.setdefault(audit_row["participant"], []).append(audit_row)
+    dm_view = dm.load(projections.vstore, until_recorded=as_of)
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -115,7 +117,8 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
         audit = [{**a, **witnessed.interval(a["position"])} for a in audits.get(pid, [])]
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol),
-                             "consents": consent_rows(st, registry.documents)})
+                             "consents": consent_rows(st, registry.documents),
+                             "dm": dm.participant_summary(dm_view, pid)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -138,6 +141,7 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents),
         witnesses=witnessed.latest(),
+        dm_totals=dm_view.totals(now=as_of),
     )
 
 

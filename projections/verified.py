@@ -74,7 +74,8 @@ class VerifiedProjections:
             states.apply(st, record.envelope(), record.position)
         return st
 
-    def deviations(self, participant: str | None = None) -> list[dict[str, Any]]:
+    def deviations(self, participant: str | None = None, *, open_only: bool = False) -> list[dict[str, Any]]:
+        """Every deviation ever raised (SPEC §4), or only the open ones; as ``Projections.deviations``."""
         protocol = self.registry().protocol
         if protocol is None:
             return []
@@ -83,7 +84,7 @@ class VerifiedProjections:
             if self.vstore.stream_length(pid) == 0 or pid == STUDY_STREAM:
                 continue
             found = self.trial.deviations(pid, upto=self.vstore.head_position(), protocol=protocol)
-            out.extend(d.as_dict() for d in found)
+            out.extend(d.as_dict() for d in found if not open_only or d.status == "open")
         return out
 
     def participants(self, status: str | None = None) -> list[dict[str, Any]]:
