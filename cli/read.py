@@ -12,7 +12,6 @@ import click
 
 from domain.events import CATALOGUE
 from domain.protocol import LEGACY_PRODUCT, Product
-from domain.service import Trial
 from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog

@@ -120,7 +120,7 @@ class VerifiedStore:
         binding.head_position, binding.head_hash = report.head_position, report.head_hash
         binding.streams = {s: (n, d.digest()) for s, (n, d) in digests.items()}
         # A registered log key may sign checkpoints too (its old ones still count after revocation).
-        keys = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
+        keys: list[bytes] = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
         return cls(store, report, binding, authority.root_public, keys)
 
     # -- the verified global log ------------------------------------------------------------
@@ -272,10 +272,8 @@ def verified_checkpoint(vstore: VerifiedStore, candidates: Sequence[tuple[int, s
         why = None
         try:
             cp = notes.parse(note)[0]
-            if not vstore.checkpoint_keys:
-                why = "the ledger has no root key"
-            else:
-                why = _signed_by_one_of(note, vstore.checkpoint_keys)
+            why = _signed_by_one_of(note, vstore.checkpoint_keys) if vstore.checkpoint_keys \
+                else "the ledger has no root key"
         except notes.CheckpointError as e:
             why = str(e)
         else:
