@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from domain.events import CATALOGUE, MEANINGS, json_schema
+from domain.identifiers import check_user_id
+from domain.input_limits import reject_constant
 from domain.protocol import load_protocol
 from domain.importer import import_file
 from domain.service import Command, Trial
@@ -19,7 +21,7 @@ from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, exports, proofs, read
+from cli import demo, exports, keys, proofs, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -50,9 +52,8 @@ def cli(ctx: click.Context, db: str, as_json: bool) -> None:
 @passphrase_file_option
 @click.pass_context
 def keygen(ctx: click.Context, user_id: str, out: Path, passphrase_file: Path | None) -> None:
-    """Create an encrypted Ed25519 key (PKCS#12, PBKDF2 600k rounds, mode 0600)."""
-    if out.exists():
-        raise InputRefused(f"--out {out}: file exists; refusing to overwrite a key")
+    """Create an encrypted Ed25519 key (Argon2id + ChaCha20-Poly1305, mode 0600); refuses to overwrite."""
+    check_user_id(user_id, "--user-id")
     signer = generate()
     pub = write_key_pair(signer, user_id, out, passphrase(passphrase_file, confirm=True))
     emit(ctx, {"key": str(out), "public_key_file": str(pub), "key_id": signer.key_id,
@@ -145,9 +146,13 @@ def _parse_data(text: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as e:
             raise InputRefused(f"--data {text}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=reject_constant)
     except json.JSONDecodeError as e:
         raise InputRefused(f"--data: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise InputRefused("--data: not valid JSON (too deeply nested)") from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise InputRefused(f"--data: not valid JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(value, dict):
         raise InputRefused("--data: must be a JSON object")
     return value
@@ -265,7 +270,7 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo, keys.key):
     cli.add_command(_command)
 
 

@@ -19,6 +19,7 @@ from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 from ledger.keys import Signer
 
+from domain.input_limits import reject_constant
 from domain.service import Command, Decider, Trial
 
 LINE_FIELDS = {"type", "participant", "data", "occurred_at", "meaning", "reason", "event_id"}
@@ -43,11 +44,13 @@ def read_commands(path: Path) -> Iterator[tuple[int, Command]]:
 
 def _command(number: int, raw: bytes) -> Command:
     try:
-        row: Any = json.loads(raw.decode("utf-8"))
+        row: Any = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except UnicodeDecodeError:
         raise InputRefused(f"line {number}: not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as e:
         raise InputRefused(f"line {number}: not valid JSON ({getattr(e, 'msg', 'too deeply nested')})") from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise InputRefused(f"line {number}: not valid JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(row, dict):
         raise InputRefused(f"line {number}: must be a JSON object")
     unknown = sorted(set(row) - LINE_FIELDS)
