@@ -222,14 +222,15 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         except (OSError, UnicodeDecodeError) as e:
             raise click.BadParameter(str(getattr(e, "strerror", None) or e), param_hint="--checkpoint") from None
     store = open_store(ctx)
+    origin = proofs.origin_of(store)
     with progress(ctx, "verifying", store.count()) as tick:
         report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
-                                authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
+                                authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000), origin=origin)
     findings = report.sorted()
     root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
     ok = report.ok and root_ok and (report.events > 0 or since_checkpoint)
     payload = {
-        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
+        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint, "origin": origin,
         "expected_root": expect_root, "head_position": report.head_position,
         "head_hash": report.head_hash.hex(), "tree_size": report.tree_size, "tree_root": report.tree_root.hex(),
         "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
@@ -240,6 +241,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         emit(ctx, payload, "")
     else:
         click.echo(f"root key fingerprint: {report.root_fingerprint}")
+        click.echo(f"log origin: {origin}")
         click.echo(f"events checked: {report.events}" + (" (after the checkpoint)" if since_checkpoint else ""))
         click.echo(f"tree size: {report.tree_size}  root: {report.tree_root.hex()}")
         if cp is not None:

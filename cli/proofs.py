@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from pathlib import Path
 
 import click
 
+from domain.identifiers import canonical_event_id
 from domain.service import Trial
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
 from ledger.keys import read_public
 from ledger.merkle_log import MerkleLog
+from ledger.store import Store
 from ledger.proofs import ProofError, consistency_bundle, inclusion_bundle, verify_bundle
 
 from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
@@ -31,6 +34,18 @@ def _write(out: Path | None, blob: bytes) -> None:
         out.write_bytes(blob)
 
 
+def origin_of(store: Store) -> str | None:
+    """This ledger's checkpoint origin (from its study id and genesis event), or None when it is empty."""
+    first = store.page(0, 1)
+    if not first:
+        return None
+    try:
+        study_id = first[0].envelope().data.get("study_id")
+    except ValueError:  # a damaged genesis row: verify reports it; the origin just will not match
+        study_id = None
+    return notes.log_origin(str(study_id or ""), first[0].hash)
+
+
 @click.command()
 @key_option
 @passphrase_file_option
@@ -48,7 +63,8 @@ def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out:
         raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`)")
     tree = MerkleLog(store)
     size = tree.sync()
-    origin = f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
+    origin = origin_of(store)
+    assert origin is not None
     cp = notes.Checkpoint(origin, size, tree.root(size))
     note = cp.sign(signer)
     tree.save_checkpoint(size, cp.root, note)
@@ -71,6 +87,9 @@ def prove_inclusion(ctx: click.Context, event_id: str, out: Path | None) -> None
     """Prove that one event is in the log of the latest checkpoint."""
     store = open_store(ctx)
     record = store.record_by_event_id(event_id)
+    if record is None:  # the same id in another spelling (urn:uuid:, upper case, no hyphens)
+        with contextlib.suppress(InputRefused):
+            record = store.record_by_event_id(canonical_event_id(event_id))
     if record is None:
         raise InputRefused(f"EVENT_ID: no event {event_id} in the ledger")
     tree = MerkleLog(store)
@@ -109,8 +128,10 @@ def prove_consistency(ctx: click.Context, old_file: Path, out: Path | None) -> N
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The sponsor's root public key (.pub).")
+@click.option("--origin", default=None, metavar="ORIGIN",
+              help="The log's origin as `verify` prints it: a checkpoint of any other log fails.")
 @click.pass_context
-def verify_proof(ctx: click.Context, file: Path, public_key: Path) -> None:
+def verify_proof(ctx: click.Context, file: Path, public_key: Path, origin: str | None) -> None:
     """Check a proof bundle offline: no database needed."""
     try:
         blob = file.read_bytes()
@@ -118,7 +139,7 @@ def verify_proof(ctx: click.Context, file: Path, public_key: Path) -> None:
         raise InputRefused(f"FILE {file}: {e.strerror}") from None
     public = base64.b64decode(read_public(public_key))
     try:
-        what = verify_bundle(blob, public)
+        what = verify_bundle(blob, public, origin)
     except ProofError as e:
         click.echo(f"FAIL: {e}", err=True)
         ctx.exit(1)

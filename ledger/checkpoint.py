@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from ledger.keys import Signer, verify_signature
@@ -38,6 +39,30 @@ def strict_b64(text: str) -> bytes:
     if base64.b64encode(raw).decode() != text:
         raise CheckpointError("base64 is not in canonical form")
     return raw
+
+
+# A tree size is ASCII decimal without leading zeros and below 2**63 (tlog-checkpoint).
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+MAX_SIZE = 2**63 - 1
+
+
+def parse_size(text: str) -> int:
+    """A tree size in its one spelling; anything else (non-ASCII digits, signs, 5,000 digits) is malformed."""
+    if not _SIZE.fullmatch(text) or int(text) > MAX_SIZE:
+        raise CheckpointError(f"checkpoint size {text[:24]!r} is not a decimal tree size")
+    return int(text)
+
+
+def log_origin(study_id: str, genesis_hash: bytes) -> str:
+    """The checkpoint origin of one ledger: its study and the first 8 bytes of its genesis event's hash.
+
+    Two ledgers of one study (or under one sponsor key) have different
+    genesis events, so a checkpoint of one cannot pass for the other. This is
+    the one place an origin is made; ``verify --checkpoint`` and
+    ``verify-proof --origin`` compare against it.
+    """
+    study = re.sub(r"[^A-Za-z0-9._-]", "_", study_id)
+    return f"trial-ledger/{study}/{genesis_hash[:8].hex()}"
 
 
 def note_key_id(name: str, public_raw: bytes) -> bytes:
@@ -71,8 +96,9 @@ def parse(note: str) -> tuple[Checkpoint, str, list[tuple[str, bytes, bytes]]]:
     if len(lines) < 4:
         raise CheckpointError("checkpoint body needs origin, size and root lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not origin or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-        raise CheckpointError("checkpoint origin or size is malformed")
+    if not origin:
+        raise CheckpointError("checkpoint origin is empty")
+    size = parse_size(size_text)
     root = strict_b64(root_text)
     if len(root) != 32:
         raise CheckpointError("checkpoint root is not 32 bytes")
@@ -89,7 +115,7 @@ def parse(note: str) -> tuple[Checkpoint, str, list[tuple[str, bytes, bytes]]]:
         signatures.append((name, blob[:4], blob[4:]))
     if not signatures:
         raise CheckpointError("signed note has no signature")
-    return Checkpoint(origin, int(size_text), root), body, signatures
+    return Checkpoint(origin, size, root), body, signatures
 
 
 def verify(note: str, public_raw: bytes) -> Checkpoint:

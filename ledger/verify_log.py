@@ -39,7 +39,19 @@ def _folding(records: Iterator[Record], compact: CompactRange, stop_at: int | No
 
 def verify_log(store: Store, authority: Authority, *, jobs: int | None = None, note: str | None = None,
                since: bool = False, authority_streams: Sequence[str] = (),
-               on_progress: Callable[[int], None] | None = None) -> tuple[Report, notes.Checkpoint | None]:
+               on_progress: Callable[[int], None] | None = None,
+               origin: str | None = None) -> tuple[Report, notes.Checkpoint | None]:
+    """``origin``: this log's identity (``checkpoint.log_origin``); a checkpoint of another log is a finding."""
+    report, cp = _verify_log(store, authority, jobs=jobs, note=note, since=since,
+                             authority_streams=authority_streams, on_progress=on_progress)
+    if cp is not None and cp.origin != origin:
+        report.add(Finding(0, "", f"checkpoint: it is of the log {cp.origin!r}, not of this one ({origin!r})"))
+    return report, cp
+
+
+def _verify_log(store: Store, authority: Authority, *, jobs: int | None, note: str | None,
+                since: bool, authority_streams: Sequence[str],
+                on_progress: Callable[[int], None] | None) -> tuple[Report, notes.Checkpoint | None]:
     if note is not None and since:
         return _verify_since(store, authority, note, jobs, authority_streams, on_progress)
     try:
