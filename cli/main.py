@@ -19,6 +19,7 @@ from domain.timeutil import iso, utc_now
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
+from ledger.snapshot import read_once
 from ledger.verify_log import verify_log
 
 from cli import demo, exports, keys, proofs, read
@@ -190,16 +191,17 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
 @click.pass_context
 def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: Path | None) -> None:
     """Append a JSON Lines file, all or nothing; or migrate an exported signed log into an empty ledger."""
-    if is_signed_log(file):
-        n = import_signed_log(file, SignerRegistry(), lambda: open_store(ctx, create=True))
-        emit(ctx, {"imported": n}, f"imported {n} signed events from {file}, hashes and signatures unchanged")
-        return
-    if key is None:
-        raise click.UsageError("--key is required to import unsigned lines")
-    signer = load_signer(key, passphrase_file)
-    trial = Trial(open_store(ctx))
-    with progress(ctx, "importing") as tick:
-        n = import_file(trial, file, signer, tick)
+    with read_once(file) as data:  # read exactly once: what is checked is what is written
+        if is_signed_log(data):
+            n = import_signed_log(data, SignerRegistry(), lambda: open_store(ctx, create=True))
+            emit(ctx, {"imported": n}, f"imported {n} signed events from {file}, hashes and signatures unchanged")
+            return
+        if key is None:
+            raise click.UsageError("--key is required to import unsigned lines")
+        signer = load_signer(key, passphrase_file)
+        trial = Trial(open_store(ctx))
+        with progress(ctx, "importing") as tick:
+            n = import_file(trial, data, signer, tick, name=str(file))
     emit(ctx, {"imported": n}, f"imported {n} events from {file}")
 
 

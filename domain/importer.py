@@ -18,6 +18,7 @@ from typing import Any
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 from ledger.keys import Signer
+from ledger.snapshot import Source, opened
 
 from domain.input_limits import reject_constant
 from domain.service import Command, Decider, Trial
@@ -27,13 +28,9 @@ MAX_LINE_BYTES = 1 << 20
 BATCH = 1000
 
 
-def read_commands(path: Path) -> Iterator[tuple[int, Command]]:
+def read_commands(source: Source) -> Iterator[tuple[int, Command]]:
     """(line number, command) for each non-blank line; a bad line is refused naming its number and field."""
-    try:
-        handle = path.open("rb")
-    except OSError as e:
-        raise InputRefused(f"{path}: {e.strerror}") from None
-    with handle:
+    with opened(source) as handle:
         for number, raw in enumerate(handle, 1):
             if len(raw) > MAX_LINE_BYTES:
                 raise InputRefused(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
@@ -86,8 +83,8 @@ def _decided(decider: Decider, commands: Iterator[tuple[int, Command]],
             tick(len(batch))
 
 
-def import_file(trial: Trial, path: Path, signer: Signer,
-                tick: Callable[[int], None] | None = None) -> int:
+def import_file(trial: Trial, path: Source, signer: Signer,
+                tick: Callable[[int], None] | None = None, name: str | None = None) -> int:
     """Check and append the whole file in one transaction; returns the number of events."""
 
     def batches() -> Iterator[list[Envelope]]:
@@ -96,5 +93,5 @@ def import_file(trial: Trial, path: Path, signer: Signer,
 
     count = trial.store.append_stream(batches(), signer)
     if count == 0:
-        raise InputRefused(f"{path}: no events to import")
+        raise InputRefused(f"{name or path}: no events to import")
     return count

@@ -44,6 +44,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLite
 from psycopg.sql import SQL, Identifier
 
 from ledger.chain import GENESIS_PREV_HASH, link_hash
+from ledger.clock import refuse_backwards
 from ledger.envelope import Envelope, Record
 from ledger.errors import StoreBusy, StoreError
 from ledger.keys import Signer
@@ -73,14 +74,16 @@ class Sealer:
         self.signer = signer
         self.envelopes = envelopes
 
-    def seal(self, head: bytes, stored: Sequence[StoredEvent]) -> list[Seal]:
-        links = self.chain(head, stored)
+    def seal(self, head: bytes, stored: Sequence[StoredEvent], head_state: bytes | None = None) -> list[Seal]:
+        links = self.chain(head, stored, head_state)
         return self.seals(links, [self.signer.sign(digest) for _prev, digest in links])
 
-    def chain(self, head: bytes, stored: Sequence[StoredEvent]) -> list[tuple[bytes, bytes]]:
+    def chain(self, head: bytes, stored: Sequence[StoredEvent],
+              head_state: bytes | None = None) -> list[tuple[bytes, bytes]]:
         """(prev_hash, hash) of each event from ``head`` on; no signature is needed for the next link."""
         if len(stored) != len(self.envelopes):
             raise ProgrammingError("sealer and stored events differ in length")
+        refuse_backwards(head_state, self.envelopes)  # issue 16: recorded time never runs back (ledger/clock.py)
         links = []
         prev = head
         for envelope, event in zip(self.envelopes, stored, strict=True):
@@ -125,7 +128,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         super().__init__(datastore, events_table_name)
         t = self.events_table_name
         self.insert_events_statement = f"INSERT INTO {t} VALUES (?,?,?,?,?,?,?,?,?)"
-        self.select_head_statement = f"SELECT hash FROM {t} ORDER BY rowid DESC LIMIT 1"
+        self.select_head_statement = f"SELECT hash, state FROM {t} ORDER BY rowid DESC LIMIT 1"
 
     def construct_create_table_statements(self) -> list[str]:
         t = self.events_table_name
@@ -152,18 +155,19 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         # before reading the head, so no other process can append in between.
         c.execute("ROLLBACK")
         c.execute("BEGIN IMMEDIATE")
-        ids, _head = self.seal_and_insert(c, stored_events, sealer, self.read_head(c))
+        ids, _head = self.seal_and_insert(c, stored_events, sealer, *self.read_head(c))
         return ids
 
-    def read_head(self, c: Any) -> bytes:
+    def read_head(self, c: Any) -> tuple[bytes, bytes | None]:
+        """The head's hash and its stored bytes (for its recorded_at), or the genesis hash and None."""
         c.execute(self.select_head_statement)
         row = c.fetchone()
-        return bytes(row[0]) if row else GENESIS_PREV_HASH
+        return (bytes(row[0]), bytes(row[1])) if row else (GENESIS_PREV_HASH, None)
 
     def seal_and_insert(self, c: Any, stored_events: Sequence[StoredEvent], sealer: Sealer,
-                        head: bytes) -> tuple[list[int], bytes]:
+                        head: bytes, head_state: bytes | None = None) -> tuple[list[int], bytes]:
         """Chain and sign at ``head`` and insert; the caller holds the write lock."""
-        seals = sealer.seal(head, stored_events)
+        seals = sealer.seal(head, stored_events, head_state)
         return self.insert_sealed(c, stored_events, seals), seals[-1].hash if seals else head
 
     def insert_sealed(self, c: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
@@ -214,7 +218,7 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "RETURNING notification_id"
         ).format(schema=schema, table=table)
         self.select_head_statement = SQL(
-            "SELECT hash FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
+            "SELECT hash, state FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
         ).format(schema=schema, table=table)
 
     def _insert_stored_events(
@@ -223,17 +227,18 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         sealer = _require_sealer(kwargs)
         self._lock_table(curs)
         self._notify_channel(curs)
-        self.seal_and_insert(curs, stored_events, sealer, self.read_head(curs))
+        self.seal_and_insert(curs, stored_events, sealer, *self.read_head(curs))
 
-    def read_head(self, curs: Any) -> bytes:
+    def read_head(self, curs: Any) -> tuple[bytes, bytes | None]:
+        """The head's hash and its stored bytes (for its recorded_at), or the genesis hash and None."""
         curs.execute(self.select_head_statement)
         row = curs.fetchone()
-        return bytes(row["hash"]) if row else GENESIS_PREV_HASH
+        return (bytes(row["hash"]), bytes(row["state"])) if row else (GENESIS_PREV_HASH, None)
 
     def seal_and_insert(self, curs: Any, stored_events: Sequence[StoredEvent], sealer: Sealer,
-                        head: bytes) -> tuple[list[int], bytes]:
+                        head: bytes, head_state: bytes | None = None) -> tuple[list[int], bytes]:
         """Chain and sign at ``head`` and insert (ids are fetched by the caller); the table is locked."""
-        seals = sealer.seal(head, stored_events)
+        seals = sealer.seal(head, stored_events, head_state)
         self.insert_sealed(curs, stored_events, seals)
         return [], seals[-1].hash if seals else head
 
@@ -406,7 +411,7 @@ class Store:
         with SigningPool(signer) as signing, self.write_transaction() as c:
             if self.postgres:
                 recorder._lock_table(c)
-            head = recorder.read_head(c)
+            head, head_state = recorder.read_head(c)
             # Batch k is chained here and signed by a worker while the loop pulls
             # (decides) batch k+1; it is inserted once its signatures are back.
             for batch in batches:
@@ -414,8 +419,8 @@ class Store:
                     continue
                 stored = [mapper.to_stored_event(e) for e in batch]
                 sealer = Sealer(signer, batch)
-                links = sealer.chain(head, stored)
-                head = links[-1][1]
+                links = sealer.chain(head, stored, head_state)
+                head, head_state = links[-1][1], stored[-1].state
                 signatures = signing.submit([digest for _prev, digest in links])
                 if pending is not None:
                     self._insert_pending(c, pending)

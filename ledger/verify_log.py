@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from ledger import checkpoint as notes
 from ledger.chain import link_hash
+from ledger.clock import recorded_at_of
 from ledger.envelope import Record
 from ledger.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
 from ledger.merkle_log import MerkleLog
@@ -145,7 +146,8 @@ def _verify_since(store: Store, authority: Authority, note: str, jobs: int | Non
     suffix = verify_records(
         _folding(store.records(after=boundary), compact, None, []), authority, jobs=jobs,
         start_hash=last.hash, start_position=last.position,
-        stream_head=lambda stream: store.stream_position_at(stream, boundary), on_progress=on_progress)
+        stream_head=lambda stream: store.stream_position_at(stream, boundary), on_progress=on_progress,
+        start_recorded_at=recorded_at_of(last.state))
     for finding in suffix.findings:
         report.add(finding)
     report.events = suffix.events
