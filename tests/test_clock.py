@@ -26,7 +26,7 @@ VISIT = '{"visit": "D30"}'
 
 def set_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> Callable[[], datetime]:
     """Every Trial the CLI builds from now on reads this clock."""
-    clock = lambda: utc_now() + offset  # noqa: E731
+    clock = lambda: utc_now() + offset
     monkeypatch.setattr(Trial.__init__, "__defaults__", (clock,))
     return clock
 
