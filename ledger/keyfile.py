@@ -52,7 +52,7 @@ NONCE_BYTES = 12
 SEED_BYTES = 32
 MAX_FILE_BYTES = 64 * 1024
 # Bounds a loaded file must respect, so a crafted file cannot ask for 1 TiB of memory.
-MAX_MEMORY_KIB = 4 * 1024 * 1024
+MAX_MEMORY_KIB = 2 * 1024 * 1024  # RFC 9106 first recommended option: 2 GiB
 MAX_ITERATIONS = 64
 MAX_LANES = 64
 
