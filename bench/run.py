@@ -18,12 +18,14 @@ import platform
 import resource
 import statistics
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    PASSPHRASE,
     PER_PARTICIPANT,
     PG,
     ROOT,

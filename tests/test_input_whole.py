@@ -108,8 +108,8 @@ def test_deep_nesting_that_json_accepts_is_refused_before_validation(trial: Tria
 
 
 @pytest.mark.parametrize("line", [
-    '{"type": "LabResultRecorded", "participant": "S01-001", "data": {"analyte": "FBG", "value": NaN, '
-    '"unit": "mmol/L"}}',
+    ('{"type": "LabResultRecorded", "participant": "S01-001", "data": {"analyte": "FBG", "value": NaN, '
+     '"unit": "mmol/L"}}'),
     '{"type": "LabResultRecorded", "participant": "S01-001", "data": {"analyte": "FBG", "value": '
     + "1" * 5000 + ', "unit": "mmol/L"}}',
     '{"type": "ProtocolAmended", "data": ' + "{\"a\":" * 900 + "1" + "}" * 900 + "}",
