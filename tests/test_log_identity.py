@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -104,14 +105,27 @@ def run_cli():  # type: ignore[no-untyped-def]
 BAD_SIZES = ["\u00b2", "\uff15", "\u0663", "-1", "+5", " 5", "05", "9" * 5000, "1e3", "NaN", "99999999999999999999"]
 
 
-@pytest.fixture
-def proved(trial: Trial, keys: Keys, run: Cli, tmp_path: Path) -> dict[str, object]:
+def _proved(trial: Trial, keys: Keys, run: Cli, tmp_path: Path) -> dict[str, object]:
     register(trial, keys, "S01-001")
     add_labs(trial, keys, 3)
     note = checkpoint(run, keys, tmp_path / "cp.txt")
     target = list(trial.store.records())[-2]
     assert run("prove", "inclusion", target.event_id, "--out", str(tmp_path / "i.json")).exit_code == 0
     return {"note": note, "bundle": json.loads((tmp_path / "i.json").read_bytes())}
+
+
+@pytest.fixture
+def proved(trial: Trial, keys: Keys, run: Cli, tmp_path: Path) -> dict[str, object]:
+    """A checkpoint and an inclusion bundle, on each back end."""
+    return _proved(trial, keys, run, tmp_path)
+
+
+@pytest.fixture
+def bundle_only(sqlite_db: str, keys: Keys, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """The same, for the offline bundle checks (no database is involved, so one back end is enough)."""
+    trial = initialise(sqlite_db, keys)
+    yield _proved(trial, keys, Cli(sqlite_db), tmp_path)
+    trial.store.close()
 
 
 @pytest.mark.parametrize("size", BAD_SIZES)
@@ -136,9 +150,9 @@ VALUES = [True, False, -1, 1.5, "3", None, [], {}]
 
 @pytest.mark.parametrize("field", ["leaf_index", "tree_size"])
 @pytest.mark.parametrize("value", RAW_VALUES + VALUES)
-def test_a_malformed_number_in_a_bundle_is_a_verification_failure(proved: dict[str, object], keys: Keys,
+def test_a_malformed_number_in_a_bundle_is_a_verification_failure(bundle_only: dict[str, object], keys: Keys,
                                                                   tmp_path: Path, field: str, value: object) -> None:
-    bundle = dict(proved["bundle"])  # type: ignore[call-overload]
+    bundle = dict(bundle_only["bundle"])  # type: ignore[call-overload]
     if value in RAW_VALUES:  # not JSON an encoder would write: splice the text in
         bundle[field] = "@@"
         blob = encode(bundle).replace(b'"@@"', str(value).encode())
@@ -152,9 +166,9 @@ def test_a_malformed_number_in_a_bundle_is_a_verification_failure(proved: dict[s
 
 @pytest.mark.parametrize("where", ["proof", "prev_hash"])
 @pytest.mark.parametrize("hexed", ["", "00" * 31, "00" * 33, "00" * 5000])
-def test_a_malformed_hash_in_a_bundle_is_a_verification_failure(proved: dict[str, object], keys: Keys,
+def test_a_malformed_hash_in_a_bundle_is_a_verification_failure(bundle_only: dict[str, object], keys: Keys,
                                                                 tmp_path: Path, where: str, hexed: str) -> None:
-    bundle = json.loads(json.dumps(proved["bundle"]))
+    bundle = json.loads(json.dumps(bundle_only["bundle"]))
     if where == "proof":
         bundle["proof"] = [hexed, *bundle["proof"][1:]]
     else:
