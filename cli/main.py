@@ -22,7 +22,7 @@ from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.snapshot import read_once
 from ledger.verify_log import verify_log
 
-from cli import demo, exports, keys, proofs, read
+from cli import demo, documents, exports, keys, proofs, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -274,7 +274,7 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo, keys.key):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, demo.demo, keys.key):
     cli.add_command(_command)
 
 

@@ -26,6 +26,7 @@ from ledger.keys import Signer, public_from_b64, raw_public_bytes
 from ledger.store import Store
 from ledger.verify import Unauthorised
 
+from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.identifiers import canonical_event_id
 from domain.participant import Participant, check_participant_id
@@ -83,7 +84,8 @@ class Trial:
             if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
                 versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
             elif env.type == "ProtocolAmended":
-                versions.append(IcfVersion(record.position, str(env.data.get("icf_version"))))
+                versions.append(IcfVersion(record.position, str(env.data.get("icf_version")),
+                                           _effective(env.occurred_at), env.data.get("reconsent_required") is True))
         return versions
 
     def registry_at(self, position: int) -> SignerRegistry:
@@ -177,7 +179,10 @@ class Trial:
                 states[participant] = self.participant(participant)
             state = states[participant]
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=protocol, own_entries_only=own_only)
+                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only)
+            target = state.entries.get(str(payload.get("target_event_id")))
+            check_consent_entry(command.type, payload, registry, target.type if target else None,
+                                lambda: self.store.stream(participant))
             stream, position = participant, state.length + 1
         else:
             if command.participant:
@@ -221,6 +226,10 @@ class Trial:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is not a registered signer")
             if existing.revoked_at is not None:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is already revoked")
+        elif type_name == "DocumentRegistered":
+            registry.documents.check_registration(payload)
+        elif type_name == "ProtocolAmended":
+            check_amendment(payload, registry)
         return payload
 
     def _refuse_duplicate_id(self, event_id: str | None) -> None:
@@ -266,6 +275,14 @@ class Decider:
         else:
             self.states[env.stream].apply(env)
         return env
+
+
+def _effective(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo is not None else None
 
 
 def _raw(b64: str) -> bytes:

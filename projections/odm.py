@@ -28,7 +28,7 @@ ET.register_namespace("", NS)
 
 # event type -> (form/item group suffix, item fields)
 FORMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ConsentSigned": ("CONSENT", ("icf_version", "obtained_by", "witness")),
+    "ConsentSigned": ("CONSENT", ("icf_version", "obtained_by", "witness", "document_sha256")),
     "ConsentWithdrawn": ("WITHDRAWAL", ("scope",)),
     "ScreeningAssessed": ("SCREENING", ("criterion", "met", "value", "evidence")),
     "LabResultRecorded": ("LAB", ("analyte", "value", "unit", "reference_low", "reference_high")),

@@ -20,6 +20,7 @@ from domain.signers import SignerRegistry, STUDY_STREAM
 from ledger.merkle_log import MerkleLog
 from ledger.verify_log import verify_log
 from projections import audit as audit_rows
+from projections.consents import consent_rows, document_rows
 from projections.projector import Projections
 from projections.timetravel import state_at
 
@@ -109,7 +110,8 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
             devs = projections.deviations(pid)
         audit = list(projections.audit(participant=pid, until_us=until_us))
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
-                             "timeline": timeline(st, devs, registry.protocol)})
+                             "timeline": timeline(st, devs, registry.protocol),
+                             "consents": consent_rows(st, registry.documents)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -129,4 +131,5 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
+        documents=document_rows(registry.documents),
     )
