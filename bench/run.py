@@ -12,6 +12,7 @@ so the ratios survive a noisy machine better than the raw numbers do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -162,10 +163,8 @@ def key_load_seconds(work: Path, samples: int = 5) -> dict[str, float]:
         runs = []
         for _ in range(samples):
             start = time.perf_counter()
-            try:
+            with contextlib.suppress(KeyFileError):
                 read_private(path, passphrase)
-            except KeyFileError:
-                pass
             runs.append(time.perf_counter() - start)
         timings[label] = statistics.median(runs)
     print(f"key file load: right passphrase {timings['key_load_right_s'] * 1000:.1f} ms, "

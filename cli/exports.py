@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,7 +29,7 @@ def export(ctx: click.Context, fmt: str, out: Path) -> None:
     """CDISC ODM 1.3.2 with audit records and signatures, the raw signed log, or the audit trail as CSV."""
     store = open_store(ctx)
     try:
-        handle = out.open("wb") if fmt == "jsonl" else out.open("w", encoding="utf-8", newline="")
+        handle: Any = out.open("wb") if fmt == "jsonl" else out.open("w", encoding="utf-8", newline="")
     except OSError as e:
         raise InputRefused(f"--out {out}: {e.strerror}") from None
     with handle:

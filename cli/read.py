@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from domain.events import CATALOGUE
+from domain.protocol import LEGACY_PRODUCT, Product
 from domain.service import Trial
+from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
@@ -24,7 +26,7 @@ from cli.options import emit, open_store
 TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
 
 
-class IsoTime(click.ParamType):
+class IsoTime(click.ParamType):  # type: ignore[type-arg]
     """An ISO 8601 time with an offset; a time without one is a usage error, never guessed."""
 
     name = "ISO-8601"
@@ -32,9 +34,8 @@ class IsoTime(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
-        try:
-            parsed = datetime.fromisoformat(str(value))
-        except ValueError:
+        parsed = parse_time(str(value), aware=False)
+        if parsed is None:
             self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
         if parsed.tzinfo is None:
             self.fail(f"{value!r} has no UTC offset (add e.g. Z or +08:00)", param, ctx)
@@ -55,6 +56,7 @@ def projections(ctx: click.Context) -> Projections:
 @click.pass_context
 def show(ctx: click.Context, participant: str, as_of: datetime | None, position: int | None) -> None:
     """One participant's current state, or as it stood at --as-of / --position."""
+    st: dict[str, Any] | None
     if as_of is not None or position is not None:
         st = state_at(Trial(open_store(ctx)), participant, as_of=as_of, position=position)
     else:
@@ -63,11 +65,13 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
         if st is None:
             raise InputRefused(f"participant: {participant} is not in the ledger")
         st["deviations"] = proj.deviations(participant)
+    assert st is not None
     public = {k: v for k, v in st.items() if k != "entries"}
-    emit(ctx, public, _render_state(public))
+    protocol = Trial(open_store(ctx)).registry().protocol
+    emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT))
 
 
-def _render_state(st: dict[str, Any]) -> str:
+def _render_state(st: dict[str, Any], product: Product) -> str:
     lines = [f"{st['participant']}  status: {st['status']}  site: {st['site']}  sex: {st['sex']}  "
              f"born: {st['birth_year']}"]
     if st.get("as_of") or st.get("as_of_position"):
@@ -82,8 +86,9 @@ def _render_state(st: dict[str, Any]) -> str:
         lines.append(f"lab {lab['analyte']}: {lab['value']} {lab.get('unit', '')} at {lab['occurred_at']}{flag}")
     for d in st["doses"]:
         flag = " VOIDED" if d["voided"] else ""
-        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']} "
-                     f"{d['cell_count']:g} cells, viability {d['viability_pct']}%{flag}")
+        values = product.describe(d.get("product") or {})
+        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']}"
+                     f"{' ' + values if values else ''}{flag}")
     for v in st["visits"]:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
     for ae_id, ae in sorted(st["adverse_events"].items()):
@@ -120,8 +125,8 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
     rows = projections(ctx).audit(
         participant=participant, user=user, type_name=type_name,
-        since_us=audit_rows.epoch_us(since.isoformat()) if since else None,
-        until_us=audit_rows.epoch_us(until.isoformat()) if until else None)
+        since_us=epoch_us(since.isoformat()) if since else None,
+        until_us=epoch_us(until.isoformat()) if until else None)
     out = sys.stdout
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=audit_rows.COLUMNS, lineterminator="\n")

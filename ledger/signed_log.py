@@ -41,7 +41,7 @@ def is_signed_log(source: Source) -> bool:
     try:
         with opened(source) as f:
             first = f.readline()
-        return isinstance(row := json.loads(first), dict) and SIGNED_FIELDS <= set(row)
+        return isinstance(row := json.loads(first), dict) and set(row) >= SIGNED_FIELDS
     except (OSError, ValueError, RecursionError, InputRefused):
         return False
 

@@ -9,6 +9,7 @@ usable).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -17,11 +18,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.service import Trial
 from domain.signers import SignerRegistry, STUDY_STREAM
+from domain.timeutil import calendar_date, epoch_us, parse_time
 from ledger.merkle_log import MerkleLog
+from ledger.verdict import judge
 from ledger.verify_log import verify_log
-from projections import audit as audit_rows
 from projections.consents import consent_rows, document_rows
 from projections.projector import Projections
+from projections.summary import summarise
 from projections.timetravel import state_at
 
 DOSING = (-30, 20)     # days shown in the left panel
@@ -46,10 +49,7 @@ def _x(day: float) -> float:
 
 
 def _date(text: str | None) -> date | None:
-    try:
-        return datetime.fromisoformat(str(text)).date()
-    except ValueError:
-        return None
+    return calendar_date(text)
 
 
 def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
-    until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
+    until_us = None if as_of is None else epoch_us(as_of.isoformat())
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -116,18 +116,19 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     aes = []
     for p in participants:
         for ae_id, ae in sorted(p["state"].get("adverse_events", {}).items()):
+            recorded, aware = parse_time(ae.get("recorded_at"), aware=False), parse_time(ae.get("awareness_at"),
+                                                                                      aware=False)
             lag = None
-            try:
-                lag = (datetime.fromisoformat(ae["recorded_at"]) - datetime.fromisoformat(ae["awareness_at"]))
-            except (KeyError, ValueError, TypeError):
-                pass
+            with contextlib.suppress(TypeError):  # one aware, one naive: no lag shown
+                lag = recorded - aware if recorded and aware else None
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
         study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary(), verify=report, root_fingerprint=report.root_fingerprint,
+        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report),
+        root_fingerprint=report.root_fingerprint,
         checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import ledger.store
+import ledger.sealing
 from domain.service import Command, Trial
 from domain.timeutil import utc_now
 from tests.conftest import Cli, Keys, register
@@ -26,7 +26,9 @@ VISIT = '{"visit": "D30"}'
 
 def set_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> Callable[[], datetime]:
     """Every Trial the CLI builds from now on reads this clock."""
-    clock = lambda: utc_now() + offset
+    def clock() -> datetime:
+        return utc_now() + offset
+
     monkeypatch.setattr(Trial.__init__, "__defaults__", (clock,))
     return clock
 
@@ -92,7 +94,7 @@ def test_verify_flags_a_backwards_step_planted_through_the_writer(trial: Trial, 
     assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(cp)).exit_code == 0
     assert run("verify").exit_code == 0
     # The refusal switched off, as a writer without it would write: hashed and signed by a real key.
-    monkeypatch.setattr(ledger.store, "refuse_backwards", lambda head_state, envelopes: None)
+    monkeypatch.setattr(ledger.sealing, "refuse_backwards", lambda head_state, envelopes: None)
     backdated = Trial(trial.store, clock=lambda: utc_now() - timedelta(weeks=7))
     env = backdated.append(Command("VisitCompleted", "S01-001", {"visit": "D30"},
                                    occurred_at="2010-10-20T09:00:00+08:00"), keys.signers["inv1"])

@@ -95,7 +95,7 @@ def test_a_crafted_file_cannot_ask_for_unbounded_memory(tmp_path: Path) -> None:
     doc = json.loads(key.read_bytes())
     doc["kdf"]["memory_kib"] = 1 << 40
     key.write_bytes(canonical_bytes(doc))
-    with pytest.raises(KeyFileError, match="kdf.memory_kib"):
+    with pytest.raises(KeyFileError, match=r"kdf\.memory_kib"):
         read_private(key, PASSPHRASE)
 
 
