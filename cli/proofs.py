@@ -8,15 +8,17 @@ from pathlib import Path
 
 import click
 
+from domain.cosigning import Collection
 from domain.identifiers import canonical_event_id
 from domain.service import Trial
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
-from ledger.keys import read_public
+from ledger.keys import Signer, read_public
 from ledger.merkle_log import MerkleLog
+from ledger.proofs import ProofError, bundle_note, consistency_bundle, inclusion_bundle, verify_bundle
 from ledger.store import Store
-from ledger.proofs import ProofError, consistency_bundle, inclusion_bundle, verify_bundle
 
+from cli import witnessing
 from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
 
 
@@ -34,8 +36,10 @@ def _write(out: Path | None, blob: bytes) -> None:
         out.write_bytes(blob)
 
 
-def origin_of(store: Store) -> str | None:
-    """This ledger's checkpoint origin (from its study id and genesis event), or None when it is empty."""
+def checkpoint_origin(store: Store) -> str | None:
+    """This ledger's checkpoint origin (``ledger.checkpoint.log_origin`` of its study id and genesis event),
+    or None when it is empty. One place: `checkpoint`, `verify` and the demo's witnesses use it.
+    """
     first = store.page(0, 1)
     if not first:
         return None
@@ -53,25 +57,37 @@ def origin_of(store: Store) -> str | None:
               help="Write the signed note here (default: stdout).")
 @click.pass_context
 def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out: Path | None) -> None:
-    """Sign a C2SP tlog-checkpoint of the whole log with the sponsor's root key."""
-    signer = load_signer(key, passphrase_file)
+    """Sign a C2SP tlog-checkpoint of the whole log (root or log key) and collect witness cosignatures."""
     store = open_store(ctx)
+    size, root, note, collection = sign_checkpoint(store, load_signer(key, passphrase_file))
+    _write(out, note.encode())
+    if out is not None:
+        emit(ctx, {"tree_size": size, "root": root.hex(), "out": str(out)},
+             f"checkpoint of {size} events written to {out}")
+    if collection is not None:
+        witnessing.report_collection(ctx, collection)
+
+
+
+
+def sign_checkpoint(store: Store, signer: Signer) -> tuple[int, bytes, str, Collection | None]:
+    """Sign the whole log's checkpoint, ask the registered witnesses to cosign it, store it (also for `demo`)."""
     registry = Trial(store).registry()
     if registry.root_public is None or registry.study_id is None or registry.root_fingerprint is None:
         raise InputRefused("--db: the ledger is not initialised")
-    if signer.public_raw != registry.root_public:
-        raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`)")
+    if signer.public_raw not in registry.checkpoint_keys():
+        raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`) "
+                           "or a registered key of role log")
     tree = MerkleLog(store)
     size = tree.sync()
-    origin = origin_of(store)
+    origin = checkpoint_origin(store)
     assert origin is not None
     cp = notes.Checkpoint(origin, size, tree.root(size))
     note = cp.sign(signer)
+    collection = witnessing.collect_for(store, tree, note)
+    note = collection.note if collection else note
     tree.save_checkpoint(size, cp.root, note)
-    _write(out, note.encode())
-    if out is not None:
-        emit(ctx, {"tree_size": size, "root": cp.root.hex(), "out": str(out)},
-             f"checkpoint of {size} events written to {out}")
+    return size, cp.root, note, collection
 
 
 @click.group()
@@ -130,9 +146,11 @@ def prove_consistency(ctx: click.Context, old_file: Path, out: Path | None) -> N
               help="The sponsor's root public key (.pub).")
 @click.option("--origin", default=None, metavar="ORIGIN",
               help="The log's origin as `verify` prints it: a checkpoint of any other log fails.")
+@witnessing.witness_options
 @click.pass_context
-def verify_proof(ctx: click.Context, file: Path, public_key: Path, origin: str | None) -> None:
-    """Check a proof bundle offline: no database needed."""
+def verify_proof(ctx: click.Context, file: Path, public_key: Path, origin: str | None, witness_keys: tuple[str, ...],
+                 quorum: int | None) -> None:
+    """Check a proof bundle offline: no database needed; --witness/--quorum check its cosignatures."""
     try:
         blob = file.read_bytes()
     except OSError as e:
@@ -143,7 +161,12 @@ def verify_proof(ctx: click.Context, file: Path, public_key: Path, origin: str |
     except ProofError as e:
         click.echo(f"FAIL: {e}", err=True)
         ctx.exit(1)
-    emit(ctx, {"ok": True, "statement": what}, f"OK: {what}")
+    witnessed_ok, witnessed = witnessing.verify_witnessed(bundle_note(blob), witness_keys, quorum)
+    witnessing.echo_cosignatures(ctx, witnessed_ok, witnessed)
+    if not witnessed_ok:
+        click.echo(f"FAIL: {witnessing.shortfall(witnessed)}", err=True)
+        ctx.exit(1)
+    emit(ctx, {"ok": True, "statement": what, "witnessed": witnessed}, f"OK: {what}")
 
 
 COMMANDS = (checkpoint, prove, verify_proof)

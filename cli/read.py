@@ -20,6 +20,7 @@ from projections import audit as audit_rows
 from projections.projector import Projections
 from projections.state import STATUSES
 from projections.timetravel import state_at
+from projections.witnessed import WitnessedTimes
 
 from cli.options import emit, open_store
 
@@ -123,7 +124,9 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
           since: datetime | None, until: datetime | None, fmt: str | None) -> None:
     """The audit trail: who, what, when (UTC), why, old → new; streamed, so any size exports."""
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
-    rows = projections(ctx).audit(
+    proj = projections(ctx)
+    times = WitnessedTimes(proj.store) if fmt == "json" else None
+    rows = proj.audit(
         participant=participant, user=user, type_name=type_name,
         since_us=epoch_us(since.isoformat()) if since else None,
         until_us=epoch_us(until.isoformat()) if until else None)
@@ -136,6 +139,7 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     elif fmt == "json":
         out.write("[")
         for n, row in enumerate(rows):
+            row.update(times.interval(row["position"]) if times else {})
             out.write(("," if n else "") + "\n" + json.dumps(row, sort_keys=True))
         out.write("\n]\n")
     else:

@@ -23,6 +23,7 @@ from ledger.merkle_log import MerkleLog
 from ledger.verdict import judge
 from ledger.verify_log import verify_log
 from projections.consents import consent_rows, document_rows
+from projections.witnessed import WitnessedTimes
 from projections.projector import Projections
 from projections.summary import summarise
 from projections.timetravel import state_at
@@ -96,6 +97,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
     tree = MerkleLog(store)
     checkpoint = tree.latest_checkpoint()
+    witnessed = WitnessedTimes(store)
     until_us = None if as_of is None else epoch_us(as_of.isoformat())
     participants = []
     for row in projections.participants():
@@ -108,7 +110,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         else:
             st = projections.participant(pid) or {}
             devs = projections.deviations(pid)
-        audit = list(projections.audit(participant=pid, until_us=until_us))
+        audit = [{**a, **witnessed.interval(a["position"])} for a in projections.audit(participant=pid, until_us=until_us)]
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol),
                              "consents": consent_rows(st, registry.documents)})
@@ -133,4 +135,5 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents),
+        witnesses=witnessed.latest(),
     )
