@@ -45,7 +45,7 @@ MAX_SIZE = 2**63 - 1
 def parse_size(text: str) -> int:
     """A tree size in its one spelling; anything else (non-ASCII digits, signs, 5,000 digits) is malformed."""
     if not _SIZE.fullmatch(text) or int(text) > MAX_SIZE:
-        raise CheckpointError(f"checkpoint size {text[:24]!r} is not a decimal tree size")
+        raise CheckpointError("checkpoint origin or size is malformed")
     return int(text)
 
 
