@@ -15,11 +15,12 @@ from ledger.keys import write_key_pair
 from ledger.location import is_postgres
 from ledger.verdict import judge
 from ledger.verify import verify_records
+from projections.datamanagement import load as load_data_management
 from projections.projector import Projections
 
 from cli.demo_witnesses import run_witnesses
 from cli.options import open_store
-from cli.read import render_summary
+from cli.read import render_summary, render_susar
 
 DEMO_PASSPHRASE = "demo-passphrase"
 
@@ -54,6 +55,7 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     projections = Projections(store)
     projections.catch_up()
     summary = projections.summary()
+    summary["data_management"] = load_data_management(store).totals()
     for user, signer in scenario.signers.items():
         path = keys_dir / f"{user}.key"
         for stale in (path, path.with_name(path.name + ".pub")):
@@ -65,9 +67,17 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     click.echo(f"MSC-T2DM demo ledger: {db}  (seed {seed})")
     click.echo(f"events: {report.events}   head position: {report.head_position}")
     click.echo(render_summary(summary))
-    click.echo("\nplanted deviations:")
+    click.echo("\nplanted deviations (every one ever raised; a resolved one keeps its resolution):")
     for d in projections.deviations():
-        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
+        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['status']:<8}  "
+                   f"{d['message']}")
+        if d["status"] == "resolved":
+            click.echo(f"           resolved at position {d['resolved_at_position']} by {d['resolved_who']}: "
+                       f"{d['resolved_why'] or 'no reason given'}")
+    for p in projections.participants():
+        for ae_id, ae in sorted((projections.participant(p["participant"]) or {}).get("adverse_events", {}).items()):
+            if ae.get("susar"):
+                click.echo(f"\n{p['participant']} {ae_id} ({ae['term']}): {render_susar(ae['susar'])}")
     if witness_lines:
         click.echo("\nwitnesses (C2SP tlog-witness):\n" + "\n".join(witness_lines))
     click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")
@@ -86,6 +96,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} show S01-003 --as-of 2010-09-13T09:00:00+08:00",
         f"trial-ledger --db {db} audit --participant S01-003",
         f"trial-ledger --db {db} deviations",
+        f"trial-ledger --db {db} queries",
+        f"trial-ledger --db {db} sdv --participant S01-006",
         f"trial-ledger --db {db} document check {keys_dir}/icf-2.0.txt",
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):

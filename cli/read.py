@@ -17,6 +17,7 @@ from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
+from projections import datamanagement as dm
 from projections.projector import Projections
 from projections.state import STATUSES
 from projections.timetravel import state_at
@@ -68,6 +69,8 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
         st["deviations"] = proj.deviations(participant)
     assert st is not None
     public = {k: v for k, v in st.items() if k != "entries"}
+    view = dm.load_participant(open_store(ctx), participant, until_position=position, until_recorded=as_of)
+    public["data_management"] = dm.participant_summary(view, participant)
     protocol = Trial(open_store(ctx)).registry().protocol
     emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT))
 
@@ -94,9 +97,17 @@ def _render_state(st: dict[str, Any], product: Product) -> str:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
     for ae_id, ae in sorted(st["adverse_events"].items()):
         lines.append(f"AE {ae_id}: {ae['term']} grade {ae['grade']}{' SERIOUS' if ae['serious'] else ''} "
-                     f"({ae['relatedness']})")
+                     f"({ae['relatedness']})" + (f"  {render_susar(ae['susar'])}" if ae.get("susar") else ""))
     for dev in st.get("deviations", []):
-        lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}")
+        resolved = f" [resolved by {dev.get('resolved_who')}: {dev.get('resolved_why') or 'no reason given'}]" \
+            if dev.get("status") == "resolved" else ""
+        lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}{resolved}")
+    if "data_management" in st:
+        d = st["data_management"]
+        lines.append(f"sign-off: {dm.describe_signoff(d['signoff'])}")
+        lines.append(f"SDV: verified {d['sdv']['verified']}, STALE {d['sdv']['stale']}, "
+                     f"not verified {d['sdv']['not_verified']}; queries: {len(d['queries'])} "
+                     f"({d['open_queries']} open)" + (f"; LOCKED ({d['lock']['event_id']})" if d["lock"] else ""))
     return "\n".join(lines)
 
 
@@ -106,8 +117,11 @@ def _render_state(st: dict[str, Any], product: Product) -> str:
 def participants(ctx: click.Context, status: str | None) -> None:
     """Every participant with status, consent, doses and AEs."""
     rows = projections(ctx).participants(status)
+    view = dm.load(open_store(ctx))
+    for r in rows:
+        r["signoff"] = view.signoff(r["participant"])["status"]
     text = "\n".join(f"{r['participant']:<12} {r['status']:<14} {r['consent']:<22} doses {r['doses']}  "
-                     f"AEs {r['adverse_events']}" for r in rows)
+                     f"AEs {r['adverse_events']}  sign-off {r['signoff']}" for r in rows)
     emit(ctx, rows, text or "no participants")
 
 
@@ -156,16 +170,30 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
 
 @click.command()
 @click.option("--participant", default=None)
+@click.option("--open", "open_only", is_flag=True, help="Only deviations not resolved since.")
 @click.pass_context
-def deviations(ctx: click.Context, participant: str | None) -> None:
-    """Protocol deviations derived from the log, plus those recorded explicitly."""
+def deviations(ctx: click.Context, participant: str | None, open_only: bool) -> None:
+    """Every protocol deviation ever raised, open or resolved (with the event, who and why), plus recorded ones."""
     proj = projections(ctx)
     if participant and proj.participant(participant) is None:
         raise InputRefused(f"participant: {participant} is not in the ledger")
-    rows = proj.deviations(participant)
-    text = "\n".join(f"{r['participant']:<10} {'IMPORTANT' if r['important'] else 'minor':<9} {r['kind']:<34} "
-                     f"{r['message']}" for r in rows)
-    emit(ctx, rows, text or "no deviations")
+    rows = proj.deviations(participant, open_only=open_only)
+    emit(ctx, rows, "\n".join(render_deviation(r) for r in rows) or "no deviations")
+
+
+def render_susar(clock: dict[str, Any]) -> str:
+    """A SUSAR's expedited-reporting clock, as `show` and the demo print it."""
+    done = f"reported {clock['reported_at']}" if clock.get("reported_at") else "NOT YET REPORTED"
+    return f"SUSAR: expedited report within {clock['report_within_days']} days, due {clock['due']}; {done}"
+
+
+def render_deviation(r: dict[str, Any]) -> str:
+    line = (f"{r['participant']:<10} {'IMPORTANT' if r['important'] else 'minor':<9} {r['status']:<8} "
+            f"{r['kind']:<34} {r['message']}  (raised at #{r['raised_at_position']})")
+    if r["status"] == "resolved":
+        line += (f"  resolved at #{r['resolved_at_position']} by {r['resolved_who']} (event {r['resolved_by']}): "
+                 f"{r['resolved_why'] or 'no reason given'}")
+    return line
 
 
 @click.command()
@@ -173,6 +201,8 @@ def deviations(ctx: click.Context, participant: str | None) -> None:
 def summary(ctx: click.Context) -> None:
     """Screened, enrolled against target, doses, AEs by grade, deviations."""
     s = projections(ctx).summary()
+    if s:
+        s["data_management"] = dm.load(open_store(ctx)).totals()
     emit(ctx, s, render_summary(s))
 
 
@@ -187,7 +217,17 @@ def render_summary(s: dict[str, Any]) -> str:
             f"enrolled: {s['enrolled']} of {s['target_enrolment']}\n"
             f"doses given: {s['doses_given']} ({', '.join(f'dose {k}: {v}' for k, v in s['doses_by_number'].items())})\n"
             f"adverse events: {s['adverse_events']} ({grades}); serious: {s['serious_adverse_events']}\n"
-            f"deviations: {s['deviations']} ({s['important_deviations']} important)\n{kinds}")
+            f"deviations: {s['deviations']} ({s['important_deviations']} important)\n{kinds}"
+            + (_render_dm_totals(s["data_management"]) if "data_management" in s else ""))
+
+
+def _render_dm_totals(t: dict[str, Any]) -> str:
+    ages = ", ".join(str(a) for a in t["open_query_ages_days"]) or "-"
+    return (f"\nqueries: {t['open_queries']} open (ages in days: {ages}), {t['answered_queries']} answered\n"
+            f"SDV: {t['sdv_verified']} verified, {t['sdv_stale']} stale, {t['sdv_not_verified']} not verified\n"
+            f"sign-offs: {', '.join(f'{k} {v}' for k, v in t['signoffs'].items()) or 'none'}"
+            + ("\ndatabase LOCKED" if t["study_locked"] else "")
+            + (f"\nlocked participants: {', '.join(t['locked_participants'])}" if t["locked_participants"] else ""))
 
 
 @click.command()

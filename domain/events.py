@@ -85,6 +85,8 @@ class ParticipantRegistered(Payload):
     site: str = ShortText
     sex: Literal["F", "M"]
     birth_year: int = Field(ge=1900, le=2100)
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="Full date of birth when the site may record it (exact age)")
 
 
 class ConsentSigned(Payload):
@@ -196,6 +198,14 @@ class ProtocolDeviationRecorded(Payload):
     corrective_action: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
+class SafetyReportSubmitted(Payload):
+    """An expedited safety report (e.g. of a SUSAR) sent to the regulator; stops the AE's reporting clock."""
+
+    ae_id: str = ShortText
+    recipient: str = ShortText
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
+
+
 class EntryCorrected(Payload):
     target_event_id: str = Field(min_length=36, max_length=36)
     changes: dict[str, Any] = Field(min_length=1)
@@ -215,6 +225,53 @@ class ParticipantCompleted(Payload):
 
 class ParticipantWithdrawn(Payload):
     pass
+
+
+# -- data management (SPEC §11): queries, source data verification, sign-off, lock ---------
+
+QueryId = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+EventId = Field(min_length=36, max_length=36)
+
+
+class QueryRaised(Payload):
+    query_id: str = QueryId
+    target_event_id: str = EventId
+    text: str = Text
+
+
+class QueryAnswered(Payload):
+    query_id: str = QueryId
+    text: str = Text
+    correction_event_id: str | None = Field(default=None, min_length=36, max_length=36)
+
+
+class QueryClosed(Payload):
+    query_id: str = QueryId
+    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class QueryReopened(Payload):
+    query_id: str = QueryId
+    text: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class SourceVerified(Payload):
+    target_event_id: str = EventId
+    target_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="The target's chain hash (hex), as verify binds it")
+
+
+class CasebookSigned(Payload):
+    up_to_position: int = Field(ge=1, description="The participant's stream position the signature covers")
+    casebook_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DatabaseLocked(Payload):
+    participant: str | None = Field(default=None, min_length=1, max_length=64,
+                                    description="Lock one participant; absent: the whole study")
+
+
+class DatabaseUnlocked(Payload):
+    participant: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 # -- witnesses (SPEC §9): who cosigns the log's checkpoints ---------------------------------
@@ -270,14 +327,28 @@ CATALOGUE: dict[str, EventType] = {
         EventType("AdverseEventReported", AdverseEventReported, participant=True, times=("awareness_at",)),
         EventType("AdverseEventUpdated", AdverseEventUpdated, participant=True, times=("awareness_at",)),
         EventType("ProtocolDeviationRecorded", ProtocolDeviationRecorded, participant=True),
+        EventType("SafetyReportSubmitted", SafetyReportSubmitted, participant=True),
         EventType("EntryCorrected", EntryCorrected, participant=True, reason_required=True),
         EventType("EntryVoided", EntryVoided, participant=True, reason_required=True),
         EventType("RecordReviewed", RecordReviewed, participant=True, default_meaning="review"),
         EventType("ParticipantCompleted", ParticipantCompleted, participant=True),
         EventType("ParticipantWithdrawn", ParticipantWithdrawn, participant=True, reason_required=True),
+        EventType("QueryRaised", QueryRaised, participant=True),
+        EventType("QueryAnswered", QueryAnswered, participant=True),
+        EventType("QueryClosed", QueryClosed, participant=True),
+        EventType("QueryReopened", QueryReopened, participant=True),
+        EventType("SourceVerified", SourceVerified, participant=True, default_meaning="review"),
+        EventType("CasebookSigned", CasebookSigned, participant=True, default_meaning="approval"),
+        EventType("DatabaseLocked", DatabaseLocked, participant=False),
+        EventType("DatabaseUnlocked", DatabaseUnlocked, participant=False, reason_required=True),
     )
 }
 
+# Safety follow-up continues after a lock, a withdrawal or a completion (SPEC §4, §11).
+SAFETY_FOLLOW_UP = ("AdverseEventReported", "AdverseEventUpdated", "SafetyReportSubmitted")
+# Data management and record keeping about entries, not procedures on the participant.
+RECORD_KEEPING = ("EntryCorrected", "EntryVoided", "RecordReviewed", "ProtocolDeviationRecorded", "ConsentWithdrawn",
+                  "QueryRaised", "QueryAnswered", "QueryClosed", "QueryReopened", "SourceVerified", "CasebookSigned")
 PARTICIPANT_TYPES = tuple(name for name, t in CATALOGUE.items() if t.participant)
 STUDY_TYPES = tuple(name for name, t in CATALOGUE.items() if not t.participant)
 

@@ -22,6 +22,7 @@ from domain.timeutil import calendar_date, epoch_us, parse_time
 from ledger.merkle_log import MerkleLog
 from ledger.verdict import judge
 from ledger.verify_log import verify_log
+from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
 from projections.witnessed import WitnessedTimes
 from projections.projector import Projections
@@ -99,6 +100,7 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
     checkpoint = tree.latest_checkpoint()
     witnessed = WitnessedTimes(store)
     until_us = None if as_of is None else epoch_us(as_of.isoformat())
+    dm_view = dm.load(store, until_recorded=as_of)
     participants = []
     for row in projections.participants():
         pid = row["participant"]
@@ -113,7 +115,8 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         audit = [{**a, **witnessed.interval(a["position"])} for a in projections.audit(participant=pid, until_us=until_us)]
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
                              "timeline": timeline(st, devs, registry.protocol),
-                             "consents": consent_rows(st, registry.documents)})
+                             "consents": consent_rows(st, registry.documents),
+                             "dm": dm.participant_summary(dm_view, pid)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -136,4 +139,5 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
         tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents),
         witnesses=witnessed.latest(),
+        dm_totals=dm_view.totals(now=as_of),
     )
