@@ -34,7 +34,7 @@ from domain.participant import Actor, Participant, check_participant_id
 from domain.protocol import Protocol, parse_protocol
 from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
 from domain import witnesses
-from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.signers import STUDY_STREAM, SignerRegistry, role_may_sign
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
 MAX_ATTEMPTS = 50
@@ -202,6 +202,8 @@ class Trial:
         refuse_future(occurred, now)
         role_entry = registry.signer_for_key(signer.key_id)
         assert role_entry is not None
+        if not role_may_sign(protocol, role_entry.role, command.type):  # before its meaning: the first reason
+            raise InputRefused(f"--key: role {role_entry.role} ({role_entry.user_id}) may not sign {command.type}")
         meaning = command.meaning or default_meaning(protocol, role_entry.role, et.default_meaning)
         if meaning not in MEANINGS:
             raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
