@@ -43,7 +43,7 @@ IDENTITY_FIELDS = {"LabResultRecorded": ("analyte",), "ScreeningAssessed": ("cri
 
 
 def check_participant_id(participant: object) -> str:
-    if not isinstance(participant, str) or not PARTICIPANT_ID.match(participant):
+    if not isinstance(participant, str) or not PARTICIPANT_ID.fullmatch(participant):
         raise InputRefused(
             "participant: must be a pseudonymous id such as S01-004 "
             "(letters, digits, '.', '_' or '-', at most 64)"

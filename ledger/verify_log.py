@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from ledger import checkpoint as notes
 from ledger.chain import GENESIS_PREV_HASH, link_hash
+from ledger.clock import recorded_at_of
 from ledger.envelope import Envelope, Record
 from ledger.keys import verify_signature
 from ledger.merkle import CompactRange, leaf_hash
@@ -53,7 +54,20 @@ def _folding(records: Iterator[Record], compact: CompactRange, stop_at: int | No
 
 def verify_log(store: Store, authority: Authority, *, jobs: int | None = None, note: str | None = None,
                since: bool = False, authority_streams: Sequence[str] = (),
-               on_progress: Callable[[int], None] | None = None) -> tuple[Report, notes.Checkpoint | None]:
+               on_progress: Callable[[int], None] | None = None,
+               origin: str | None = None) -> tuple[Report, notes.Checkpoint | None]:
+    """``origin``: this log's identity (``checkpoint.log_origin``, given by the CLI); a checkpoint of
+    another log is then a finding."""
+    report, cp = _verify_log(store, authority, jobs=jobs, note=note, since=since,
+                             authority_streams=authority_streams, on_progress=on_progress)
+    if cp is not None and origin is not None and cp.origin != origin:
+        report.add(Finding(0, "", f"checkpoint: it is of the log {cp.origin!r}, not of this one ({origin!r})"))
+    return report, cp
+
+
+def _verify_log(store: Store, authority: Authority, *, jobs: int | None, note: str | None,
+                since: bool, authority_streams: Sequence[str],
+                on_progress: Callable[[int], None] | None) -> tuple[Report, notes.Checkpoint | None]:
     if note is not None and since:
         return _verify_since(store, authority, note, jobs, authority_streams, on_progress)
     try:
@@ -118,10 +132,11 @@ def _verify_since(store: Store, authority: Authority, note: str, jobs: int | Non
     heads: dict[str, int] = {}
     rows = iter(store.records(after=FIRST_ID))
     prev_hash, prev_position = GENESIS_PREV_HASH, 0
+    last_state: bytes | None = None
     for record in rows:
         _check_prefix_row(record, prev_hash, heads, authority, authority_streams, report)
         compact.append(leaf_hash(record.hash))
-        prev_hash, prev_position = record.hash, record.position
+        prev_hash, prev_position, last_state = record.hash, record.position, record.state
         if compact.size == cp.size:
             break
     if compact.size < cp.size:
@@ -134,7 +149,8 @@ def _verify_since(store: Store, authority: Authority, note: str, jobs: int | Non
     _check_note(report, note, authority.root_public, authority)
     suffix = verify_records(
         _folding(rows, compact, None, []), authority, jobs=jobs, start_hash=prev_hash,
-        start_position=prev_position, stream_head=lambda stream: heads.get(stream, 0), on_progress=on_progress)
+        start_position=prev_position, stream_head=lambda stream: heads.get(stream, 0), on_progress=on_progress,
+        start_recorded_at=recorded_at_of(last_state) if last_state is not None else None)
     for finding in suffix.findings:
         report.add(finding)
     report.events = suffix.events
