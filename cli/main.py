@@ -19,7 +19,7 @@ from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, exports, proofs, read
+from cli import demo, exports, package, proofs, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -93,14 +93,17 @@ def signer() -> None:
 @click.option("--role", required=True)
 @click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--valid-from", default=None, help="ISO time the key becomes valid (default: now).")
+@click.option("--organisation", default=None, help="The signer's organisation (site, lab, CRO), if any.")
 @key_option
 @passphrase_file_option
 @click.pass_context
 def signer_add(ctx: click.Context, user_id: str, name: str, role: str, public_key: Path,
-               valid_from: str | None, key: Path, passphrase_file: Path | None) -> None:
+               valid_from: str | None, organisation: str | None, key: Path, passphrase_file: Path | None) -> None:
     """Register a signer's public key with a role (signed by the admin)."""
     data = {"user_id": user_id, "name": name, "role": role, "public_key": read_public(public_key),
             "valid_from": valid_from or iso(utc_now())}
+    if organisation is not None:
+        data["organisation"] = organisation
     trial = Trial(open_store(ctx))
     env = trial.append(Command("SignerRegistered", None, data), load_signer(key, passphrase_file))
     emit(ctx, {"event_id": env.event_id}, f"registered {user_id} as {role}")
@@ -265,7 +268,7 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, demo.demo):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *package.COMMANDS, demo.demo):
     cli.add_command(_command)
 
 

@@ -15,13 +15,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from domain.service import Trial
-from domain.signers import SignerRegistry, STUDY_STREAM
-from ledger.merkle_log import MerkleLog
-from ledger.verify_log import verify_log
-from projections import audit as audit_rows
-from projections.projector import Projections
-from projections.timetravel import state_at
+from domain.signers import STUDY_STREAM
+from ledger import checkpoint as notes
+from projections.verified_log import VerifiedLog
 
 DOSING = (-30, 20)     # days shown in the left panel
 FOLLOW_UP = (20, 400)  # days shown in the right panel
@@ -87,28 +83,44 @@ def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any
             "split": PAD + LEFT_W + PAD / 2, "zero": _x(0)}
 
 
-def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) -> str:
-    store = trial.store
-    projections = Projections(store)
-    projections.catch_up()
-    registry = trial.registry()
-    report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
-    tree = MerkleLog(store)
-    checkpoint = tree.latest_checkpoint()
-    until_us = None if as_of is None else audit_rows.epoch_us(as_of.isoformat())
+def checkpoint_view(log: VerifiedLog) -> dict[str, Any] | None:
+    """The checkpoint shown, checked against the log it is shown with: never presented on trust."""
+    note = log.checkpoint_note
+    if note is None:
+        return None
+    view: dict[str, Any] = {"note": note, "tree_size": None, "ok": False, "status": ""}
+    root_public = log.registry.root_public
+    try:
+        cp = notes.parse(note)[0] if root_public is None else notes.verify(note, root_public)
+    except notes.CheckpointError as e:
+        view["status"] = f"does not verify: {e}"
+        return view
+    view["tree_size"] = cp.size
+    if root_public is None:
+        view["status"] = "the log has no root key to check it with"
+    elif cp.size > len(log.records):
+        view["status"] = f"covers {cp.size} events but the log holds {len(log.records)}"
+    elif log.merkle_root(cp.size) != cp.root:
+        view["status"] = f"its root does not match the first {cp.size} events of the log"
+    else:
+        view["ok"] = True
+        view["status"] = f"signed by the root key; its root matches the first {cp.size} events of the log"
+    return view
+
+
+def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
+    """The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``)."""
+    registry = log.registry
+    audit_of: dict[str, list[dict[str, Any]]] = {}
+    for row in log.audit():
+        if row["participant"]:
+            audit_of.setdefault(row["participant"], []).append(row)
     participants = []
-    for row in projections.participants():
-        pid = row["participant"]
-        if as_of is not None:
-            st = state_at(trial, pid, as_of=as_of)
-            if st["events"] == 0:
-                continue  # not yet in the ledger at that time
-            devs = st["deviations"]
-        else:
-            st = projections.participant(pid) or {}
-            devs = projections.deviations(pid)
-        audit = list(projections.audit(participant=pid, until_us=until_us))
-        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
+    for pid in log.participants:
+        st = log.state(pid)
+        devs = log.deviation_rows(pid)
+        st["deviations"] = devs
+        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit_of.get(pid, []),
                              "timeline": timeline(st, devs, registry.protocol)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
@@ -121,12 +133,14 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
                 pass
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
+    report = log.report
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
-        study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary(), verify=report, root_fingerprint=report.root_fingerprint,
-        checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
-        signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
-        tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
+        study=registry.study_id, protocol=registry.protocol, icf_versions=log.icf_versions,
+        summary=log.summary(), verify=report, verdict_ok=report.ok and report.events > 0,
+        root_fingerprint=report.root_fingerprint, checkpoint=checkpoint_view(log), participants=participants,
+        deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
+        generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
+        tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
     )
