@@ -288,3 +288,43 @@ def test_export_package_needs_a_checkpoint_and_the_root_key(trial: Trial, keys: 
     pub = str(keys.path("admin")) + ".pub"
     r = runner.invoke(cli, ["verify-package", str(out), "--public-key", pub], obj={}, catch_exceptions=False)
     assert r.exit_code == 0, r.output
+
+
+# -- report --as-of: everything as it stood ---------------------------------------------------
+
+
+def test_report_as_of_shows_nothing_recorded_later_and_judges_only_that_prefix(trial: Trial, keys: Keys, run: Cli,
+                                                                            tmp_path: Path) -> None:
+    s = keys.signers
+    when = "2010-09-01T09:00:00+08:00"
+    trial.append(Command("ParticipantRegistered", "S01-001", {"site": "S01", "sex": "M", "birth_year": 1960},
+                         occurred_at=when), s["inv1"])
+    trial.append(Command("ConsentSigned", "S01-001", {"icf_version": "1.0", "obtained_by": "inv1"},
+                         occurred_at=when), s["coord1"])
+    lab = trial.append(Command("LabResultRecorded", "S01-001", {"analyte": "FBG", "value": 6.2, "unit": "mmol/L"},
+                               occurred_at=when), s["lab1"])
+    assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(tmp_path / "cp1")).exit_code == 0
+    then_size = trial.store.count()
+    as_of = lab.recorded_at
+    trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "b" * 64,
+                                                   "icf_version": "2.0"}), s["admin"])
+    trial.append(Command("SignerRegistered", None, {
+        "user_id": "late1", "name": "Laura Late", "role": "monitor", "public_key": s["outsider"].public_b64,
+        "valid_from": "2010-01-01T00:00:00+00:00"}), s["admin"])
+    trial.append(Command("EntryCorrected", "S01-001", {"target_event_id": lab.event_id, "changes": {"value": 7.2}},
+                         occurred_at=when, reason="transposed on entry"), s["lab1"])
+    trial.append(Command("ProtocolDeviationRecorded", "S01-001", {
+        "category": "procedure", "description": "sample haemolysed", "important": True}, occurred_at=when), s["mon1"])
+    assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(tmp_path / "cp2")).exit_code == 0
+    r = run("report", "--out", str(tmp_path / "then.html"), "--as-of", as_of)
+    assert r.exit_code == 0, r.output
+    then = (tmp_path / "then.html").read_text()
+    now_r = run("report", "--out", str(tmp_path / "now.html"))
+    assert now_r.exit_code == 0, now_r.output
+    now = (tmp_path / "now.html").read_text()
+    for later in ("ICF 2.0", "Laura Late", "transposed on entry", "sample haemolysed", "7.2"):
+        assert later in now and later not in then, later
+    assert f"authorisation of {then_size} events checks" in then and "VERIFIED" in then
+    cp1, cp2 = ((tmp_path / n).read_text().splitlines()[2] for n in ("cp1", "cp2"))
+    assert cp1 in then and cp2 not in then and cp2 in now  # the checkpoint that existed then
+    assert f"size {then_size} — " in then and "matches the first" in then
