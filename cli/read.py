@@ -12,11 +12,13 @@ import click
 
 from domain.events import CATALOGUE
 from domain.service import Trial
+from domain.signers import STUDY_STREAM
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
 from projections.projector import Projections
 from projections.state import STATUSES
+from projections.signatures import line as sig_line, signatures
 from projections.timetravel import state_at
 
 from cli.options import emit, open_store
@@ -63,32 +65,54 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
         if st is None:
             raise InputRefused(f"participant: {participant} is not in the ledger")
         st["deviations"] = proj.deviations(participant)
+    store = open_store(ctx)
+    kept = [r for r in store.stream_records(participant) if r.position <= st["last_position"]]
+    st["signatures"] = signatures(kept, store.stream_records(STUDY_STREAM))
     public = {k: v for k, v in st.items() if k != "entries"}
-    emit(ctx, public, _render_state(public))
+    consent = [e for e, entry in st.get("entries", {}).items() if entry["type"] == "ConsentSigned"]
+    emit(ctx, public, _render_state(public, consent[-1] if consent else None))
 
 
-def _render_state(st: dict[str, Any]) -> str:
+def _signed(st: dict[str, Any], event_id: str | None) -> list[str]:
+    """The 11.50 lines under one value: who signed it, when (UTC and local), meaning; then each later change."""
+    sig = st.get("signatures", {}).get(event_id or "")
+    if sig is None:
+        return []
+    verbs = {"EntryCorrected": "corrected", "EntryVoided": "voided", "AdverseEventUpdated": "updated"}
+    return ["    " + sig_line(sig)] + ["    " + sig_line(c, verbs.get(c["event_type"], "changed"))
+                                     for c in sig["changes"]]
+
+
+def _render_state(st: dict[str, Any], consent_event: str | None = None) -> str:
     lines = [f"{st['participant']}  status: {st['status']}  site: {st['site']}  sex: {st['sex']}  "
              f"born: {st['birth_year']}"]
     if st.get("as_of") or st.get("as_of_position"):
         lines.append(f"(as recorded at {st.get('as_of') or 'position ' + str(st.get('as_of_position'))})")
     c = st["consent"]
     lines.append(f"consent: {c['status']} (ICF {c['icf_version']}, signed {c['signed_at']})")
+    lines += _signed(st, consent_event)
     if st["criteria"]:
         lines.append("criteria: " + "  ".join(f"{k}={'met' if v['met'] else 'NOT met'}"
                                              for k, v in sorted(st["criteria"].items())))
+        for k, v in sorted(st["criteria"].items()):
+            signed = _signed(st, v.get("event_id"))
+            lines += [f"  {k} {signed[0].strip()}", *signed[1:]] if signed else []
     for lab in st["labs"]:
         flag = " VOIDED" if lab["voided"] else (" (corrected)" if lab["corrected"] else "")
         lines.append(f"lab {lab['analyte']}: {lab['value']} {lab.get('unit', '')} at {lab['occurred_at']}{flag}")
+        lines += _signed(st, lab["event_id"])
     for d in st["doses"]:
         flag = " VOIDED" if d["voided"] else ""
         lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']} "
                      f"{d['cell_count']:g} cells, viability {d['viability_pct']}%{flag}")
+        lines += _signed(st, d["event_id"])
     for v in st["visits"]:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
+        lines += _signed(st, v["event_id"])
     for ae_id, ae in sorted(st["adverse_events"].items()):
         lines.append(f"AE {ae_id}: {ae['term']} grade {ae['grade']}{' SERIOUS' if ae['serious'] else ''} "
                      f"({ae['relatedness']})")
+        lines += _signed(st, ae.get("event_id"))
     for dev in st.get("deviations", []):
         lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}")
     return "\n".join(lines)
@@ -118,7 +142,8 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
           since: datetime | None, until: datetime | None, fmt: str | None) -> None:
     """The audit trail: who, what, when (UTC), why, old → new; streamed, so any size exports."""
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
-    rows = projections(ctx).audit(
+    proj = projections(ctx)
+    rows = proj.audit(
         participant=participant, user=user, type_name=type_name,
         since_us=audit_rows.epoch_us(since.isoformat()) if since else None,
         until_us=audit_rows.epoch_us(until.isoformat()) if until else None)
@@ -134,15 +159,38 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
             out.write(("," if n else "") + "\n" + json.dumps(row, sort_keys=True))
         out.write("\n]\n")
     else:
+        label = _TargetLabels(proj.store)
         for row in rows:
-            change = f"{row['field']}: {row['old_value']} -> {row['new_value']}" if row["field"] else \
-                (f"voided {row['old_value']}" if row["event_type"] == "EntryVoided" else row["new_value"])
+            what = label(row["target_event_id"])
+            change = f"{what}{row['field']}: {row['old_value']} -> {row['new_value']}" if row["field"] else \
+                (f"voided {what}{row['old_value']}" if row["event_type"] == "EntryVoided" else row["new_value"])
             change = change if len(change or "") <= TABLE_WIDTH else change[:TABLE_WIDTH - 1] + "…"
-            out.write(f"#{row['position']:<6} {row['recorded_at']}  {row['user_id']} ({row['role']}, "
+            out.write(f"#{row['position']:<6} {row['recorded_at']}  occurred {row['occurred_at']}  "
+                      f"{row['user_id']} ({row['role']}, "
                       f"{row['user_name']}) {row['meaning']:<10} {row['participant'] or '-':<10} "
                       f"{row['event_type']:<24} {change}"
                       + (f"  reason: {row['reason']}" if row["reason"] else "")
                       + ("" if row["signature_verified"] else "  SIGNATURE NOT VERIFIED") + "\n")
+
+
+class _TargetLabels:
+    """What a correction or void changed, in the form's words ("FBG ", "dose 2 ", "AE-1 "), looked up once each."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.cache: dict[str, str] = {}
+
+    def __call__(self, target_event_id: str | None) -> str:
+        if not target_event_id:
+            return ""
+        if target_event_id not in self.cache:
+            record = self.store.record_by_event_id(target_event_id)
+            try:
+                env = record.envelope() if record is not None else None
+            except ValueError:
+                env = None
+            self.cache[target_event_id] = f"{audit_rows.entry_label(env.type, env.data)} " if env else ""
+        return self.cache[target_event_id]
 
 
 @click.command()
