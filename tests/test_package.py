@@ -328,3 +328,23 @@ def test_report_as_of_shows_nothing_recorded_later_and_judges_only_that_prefix(t
     cp1, cp2 = ((tmp_path / n).read_text().splitlines()[2] for n in ("cp1", "cp2"))
     assert cp1 in then and cp2 not in then and cp2 in now  # the checkpoint that existed then
     assert f"size {then_size} — " in then and "matches the first" in then
+
+
+def test_the_in_memory_log_gives_the_projections_rows(trial: Trial, keys: Keys) -> None:
+    """Report, CSV and package read the verified log, not the tables: the two must agree wherever both exist."""
+    from projections.log_source import load
+    from projections.projector import Projections
+    from tests.test_projections import full_history
+    full_history(trial, keys)
+    full_history(trial, keys, participant="S01-002")
+    trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,
+                                                   "icf_version": "1.1"}), keys.signers["admin"])
+    log = load(trial.store)
+    proj = Projections(trial.store)
+    proj.catch_up()
+    assert log.report.ok and log.report.events == trial.store.count()
+    assert list(log.audit()) == list(proj.audit())
+    assert log.summary() == proj.summary()
+    for pid in ("S01-001", "S01-002"):
+        assert log.deviation_rows(pid) == proj.deviations(pid)
+        assert {k: v for k, v in log.state(pid).items()} == proj.participant(pid)
