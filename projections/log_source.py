@@ -13,14 +13,12 @@ from datetime import datetime
 
 from ledger.merkle_log import MerkleLog
 from ledger.store import Store
-from projections.verified_log import VerifiedLog, verify
+from projections.verified_log import VerifiedLog, recorded_prefix, verify
 
 
 def load(store: Store, *, as_of: datetime | None = None, jobs: int | None = None) -> VerifiedLog:
     """The log (or its prefix recorded at or before ``as_of``), verified, with the checkpoint of that time."""
-    records = list(store.records())
-    if as_of is not None:
-        records = VerifiedLog(records, verify([])[1]).prefix(as_of)
+    records = list(store.records()) if as_of is None else recorded_prefix(store.records(), as_of)
     kept, report = verify(records, jobs=jobs)
     return VerifiedLog(kept, report, latest_checkpoint(store, len(kept)))
 

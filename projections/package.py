@@ -6,7 +6,9 @@ Contents:
 * ``checkpoint.txt``: the latest checkpoint as ``trial-ledger checkpoint``
   stored it, with whatever cosignature lines it carries;
 * ``report.html``, ``odm.xml``, ``audit.csv``: built by ``outputs`` from the
-  records decoded from ``log.jsonl``'s own bytes;
+  records decoded from ``log.jsonl``'s own bytes (so a record's position is
+  its line number, which is the global position wherever the store's ids
+  have no gaps);
 * ``manifest.txt``: ``<sha256>  <file>`` per file, as a C2SP signed note by
   the checkpoint (root) key.
 
@@ -129,6 +131,9 @@ def verify_package(blob: bytes, root_public: bytes, *, witnesses: Sequence[Witne
         names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise PackageError(f"package: not a readable zip ({e})") from None
+    if len(names) != len(set(names)):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise PackageError(f"{dup}: appears twice in the archive")
     files: dict[str, bytes] = {}
     for name in names:
         try:

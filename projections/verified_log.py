@@ -55,18 +55,6 @@ class VerifiedLog:
     def head_recorded_at(self) -> str | None:
         return self.envelopes[-1].recorded_at if self.envelopes else None
 
-    def prefix(self, as_of: datetime) -> list[Record]:
-        """The records recorded at or before ``as_of`` (the log is in recorded order within its skew)."""
-        out = []
-        for record, env in self.pairs():
-            try:
-                if datetime.fromisoformat(env.recorded_at) > as_of:
-                    break
-            except ValueError:
-                break
-            out.append(record)
-        return out
-
     def merkle_root(self, size: int) -> bytes:
         return root([leaf_hash(r.hash) for r in self.records[:size]])
 
@@ -159,3 +147,19 @@ def verify(records: Iterable[Record], *, jobs: int | None = None) -> tuple[list[
 
     report = verify_records(keep(records), SignerRegistry(), jobs=jobs)
     return kept, report
+
+
+def recorded_prefix(records: Iterable[Record], as_of: datetime) -> list[Record]:
+    """The records up to the first one recorded after ``as_of``: a contiguous prefix, so its chain verifies.
+
+    A row that does not decode is kept, so the prefix's verdict reports it rather than hiding it.
+    """
+    out = []
+    for record in records:
+        try:
+            if datetime.fromisoformat(record.envelope().recorded_at) > as_of:
+                break
+        except (ValueError, TypeError):
+            pass
+        out.append(record)
+    return out
