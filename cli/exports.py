@@ -11,14 +11,13 @@ from pathlib import Path
 
 import click
 
+from cli.options import emit, load_signer, open_store, passphrase_file_option
+from cli.read import IsoTime
 from ledger.errors import InputRefused
 from ledger.signed_log import export as export_signed_log
 from projections import log_source
 from projections.package import PackageError, audit_csv, build_package, odm_xml
 from projections.report import build as build_report
-
-from cli.options import emit, load_signer, open_store, passphrase_file_option
-from cli.read import IsoTime
 
 
 def _write(out: Path, blob: bytes) -> None:

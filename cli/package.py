@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
+from cli.options import emit
 from ledger.checkpoint import CheckpointError
 from ledger.errors import InputRefused
 from ledger.keys import read_public
 from ledger.notes import parse_vkey
 from projections.package import verify_package as check_package
-
-from cli.options import emit
 
 
 @click.command("verify-package")

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from cli.options import emit, open_store
 from domain.events import CATALOGUE
 from domain.service import Trial
 from domain.signers import STUDY_STREAM
@@ -17,11 +18,10 @@ from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
 from projections.projector import Projections
+from projections.signatures import line as sig_line
+from projections.signatures import signatures
 from projections.state import STATUSES
-from projections.signatures import line as sig_line, signatures
 from projections.timetravel import state_at
-
-from cli.options import emit, open_store
 
 TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
 

@@ -28,14 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ledger import checkpoint as notes
+from ledger.envelope import Record
 from ledger.errors import LedgerError
 from ledger.keys import Signer
 from ledger.notes import WitnessKey, sign_note, verify_note, witness_quorum
 from ledger.signed_log import decode_lines, encode
-from ledger.envelope import Record
 from projections import audit as audit_rows
 from projections.odm import write_odm
-from projections.report import build as build_report, checkpoint_view
+from projections.report import build as build_report
+from projections.report import checkpoint_view
 from projections.verified_log import VerifiedLog, verify
 
 LOG, CHECKPOINT, REPORT, ODM, AUDIT, MANIFEST = (

@@ -115,7 +115,7 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
     for row in log.audit():
         if row["participant"]:
             audit_of.setdefault(row["participant"], []).append(row)
-    participants = []
+    participants: list[dict[str, Any]] = []
     for pid in log.participants:
         st = log.state(pid)
         devs = log.deviation_rows(pid)

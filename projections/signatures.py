@@ -43,7 +43,7 @@ def signatures(records: Sequence[Record], study_records: Sequence[Record]) -> di
         env = record.envelope()
         signer = signer_of(registry, env)
         utc, local = _times(env)
-        sig = {"event_id": env.event_id, "event_type": env.type, "user_id": signer.user_id,
+        sig: dict[str, Any] = {"event_id": env.event_id, "event_type": env.type, "user_id": signer.user_id,
                "name": signer.name, "role": signer.role, "meaning": env.meaning, "recorded_at_utc": utc,
                "recorded_at_local": local, "reason": env.reason, "position": record.position, "changes": []}
         out[env.event_id] = sig

@@ -40,7 +40,7 @@ ADMIN_KEY = "demo-keys/admin-sponsor.key"
 
 def tl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRIAL_LEDGER_PASSPHRASE": "demo-passphrase"}
-    return subprocess.run([BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
