@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench scaling fuzz lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,23 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff and mypy, configured in pyproject.toml; CI runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 # Heavy measurements, never part of `make test`. BENCH_ARGS='--sizes 10000' for a quick run.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# How cost grows (docs/scaling.md), from bench/results.json plus its own runs; after `make bench`.
+scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
+
+# Fuzzing at full volume (minutes, not hours): the fuzz tests of `make test`, with their full counts.
+FUZZ_TESTS := tests/test_tamper_fuzz.py tests/test_tamper_fuzz_pg.py tests/test_hostile.py
+fuzz: $(STAMP)
+	TRIAL_LEDGER_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 
 clean:
 	rm -rf $(VENV) demo-ledger.db* .pytest_cache

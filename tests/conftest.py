@@ -181,3 +181,13 @@ def event_count(db: str) -> int:
         return store.count()
     finally:
         store.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print how many cases each fuzz test tried (`make fuzz` quotes these in docs/reliability.md)."""
+    from tests.fuzzing import FULL, TRIED
+
+    if TRIED:
+        terminalreporter.section(f"fuzz cases tried ({'full run' if FULL else 'sample'})")
+        for name, count in sorted(TRIED.items()):
+            terminalreporter.write_line(f"{count:>7,}  {name}")

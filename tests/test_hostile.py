@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from domain.events import CATALOGUE
 from tests.conftest import Cli, Keys, event_count, initialise, register
+from tests.fuzzing import scaled, tried
 
-EXAMPLES = 150
+EXAMPLES = scaled(150, 1_000)
+IMPORT_FILES = scaled(60, 1_000)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50)
@@ -60,6 +62,7 @@ def test_hostile_appends(tmp_path_factory, keys: Keys, args: list[str]) -> None:
     run = Cli(db)
     before = event_count(db)
     r = run(*clean(args), "--key", str(keys.path("inv1")))
+    tried("hostile CLI appends")
     assert r.exit_code in (0, 2, 3), (args, r.output)
     assert "Traceback" not in r.output
     if r.exit_code != 0:
@@ -68,7 +71,7 @@ def test_hostile_appends(tmp_path_factory, keys: Keys, args: list[str]) -> None:
     assert run("verify").exit_code == 0
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=IMPORT_FILES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()), max_size=6),
        long_line=st.booleans())
@@ -81,6 +84,7 @@ def test_hostile_import_files(tmp_path_factory, keys: Keys, lines: list[bytes], 
     path.write_bytes(body)
     before = event_count(db)
     r = Cli(db)("import", str(path), "--key", str(keys.path("inv1")))
+    tried("hostile import files")
     assert r.exit_code in (0, 3), r.output
     assert "Traceback" not in r.output
     if r.exit_code != 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,20 +23,11 @@ from ledger.store import Store
 from ledger.verify_log import verify_log
 from projections.projector import Projections
 from tests.conftest import Cli, Keys, as_owner, initialise, make_keys, register
+from tests.fuzzing import scaled, tried
+from tests.tampering import KINDS, KeyClash, Sql, mutate_log
 
-LOG_MUTATIONS = 300
-PROJECTION_MUTATIONS = 60
-COLUMNS = (
-    "originator_id",
-    "originator_version",
-    "topic",
-    "state",
-    "event_id",
-    "prev_hash",
-    "hash",
-    "signature",
-    "key_id",
-)
+LOG_MUTATIONS = scaled(300, 10_000)
+PROJECTION_MUTATIONS = scaled(60, 1_000)
 TRIED: dict[str, int] = {"log": 0, "projections": 0}
 
 
@@ -67,53 +59,14 @@ def copy_of(pristine_db: Path, target: Path) -> sqlite3.Connection:
     return sqlite3.connect(target, isolation_level=None)
 
 
-def mutate_log(conn: sqlite3.Connection, rng: random.Random, kind: str) -> None:
-    rows = conn.execute("SELECT rowid, * FROM ledger_events ORDER BY rowid").fetchall()
-    cols = ["rowid", *COLUMNS]
-    n = len(rows)
-    if kind == "flip":
-        r, col = rng.randrange(n), rng.randrange(1, len(cols))
-        value = rows[r][col]
-        if isinstance(value, int):
-            new: object = value + rng.choice([-1000, 1000])
-        elif isinstance(value, str):
-            i = rng.randrange(len(value))
-            new = value[:i] + chr((ord(value[i]) + 1) % 0x7F or 0x41) + value[i + 1 :]
-        else:
-            b = bytearray(value)
-            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
-            new = bytes(b)
+def sqlite_sql(conn: sqlite3.Connection) -> Sql:
+    def execute(statement: str, params: Sequence[object]) -> None:
         try:
-            conn.execute(f"UPDATE ledger_events SET {cols[col]} = ? WHERE rowid = ?", (new, rows[r][0]))
-        except sqlite3.IntegrityError:  # the flip hit another row's key, e.g. S01-000 -> S01-001
-            conn.execute(f"UPDATE ledger_events SET {cols[col]} = {cols[col]} || '~' WHERE rowid = ?",
-                         (rows[r][0],))
-    elif kind == "delete":
-        r = rng.randrange(n - 1)  # the newest alone is only visible with a checkpoint: see "truncate"
-        conn.execute("DELETE FROM ledger_events WHERE rowid = ?", (rows[r][0],))
-    elif kind == "duplicate":
-        r = rng.randrange(n)
-        src = rows[r]
-        conn.execute(
-            f"INSERT INTO ledger_events (rowid, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rows[-1][0] + 1, src[1], src[2] + 10_000, src[3], src[4], src[5] + "-dup", *src[6:]),
-        )
-    elif kind == "insert":
-        src = rows[rng.randrange(n)]
-        at = rows[rng.randrange(n)][0]
-        conn.execute("UPDATE ledger_events SET rowid = rowid + 100000 WHERE rowid >= ?", (at,))
-        conn.execute(
-            f"INSERT INTO ledger_events (rowid, {', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, src[1], src[2] + 20_000, src[3], src[4], src[5] + "-ins", *src[6:]),
-        )
-    elif kind == "reorder":
-        a, b = rng.sample(range(n), 2)
-        conn.execute("UPDATE ledger_events SET rowid = -1 WHERE rowid = ?", (rows[a][0],))
-        conn.execute("UPDATE ledger_events SET rowid = ? WHERE rowid = ?", (rows[a][0], rows[b][0]))
-        conn.execute("UPDATE ledger_events SET rowid = ? WHERE rowid = -1", (rows[b][0],))
-    elif kind == "truncate":
-        k = rng.randrange(1, n)
-        conn.execute("DELETE FROM ledger_events WHERE rowid > ?", (rows[n - k - 1][0],))
+            conn.execute(statement, params)
+        except sqlite3.IntegrityError:
+            raise KeyClash from None
+
+    return Sql(execute, lambda q: conn.execute(q).fetchall(), "ledger_events", "rowid")
 
 
 @settings(
@@ -122,7 +75,7 @@ def mutate_log(conn: sqlite3.Connection, rng: random.Random, kind: str) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    kind=st.sampled_from(["flip", "delete", "duplicate", "insert", "reorder", "truncate"]), seed=st.integers(0, 2**32)
+    kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32)
 )
 def test_every_log_mutation_is_detected(
     pristine: tuple[Path, str, dict], tmp_path_factory, kind: str, seed: int
@@ -130,12 +83,13 @@ def test_every_log_mutation_is_detected(
     db_path, note, _dump = pristine
     target = tmp_path_factory.mktemp("m") / "m.db"
     conn = copy_of(db_path, target)
-    mutate_log(conn, random.Random(seed), kind)
+    mutate_log(sqlite_sql(conn), random.Random(seed), kind)
     conn.close()
     store = Store(str(target))
     report, _cp = verify_log(store, SignerRegistry(), jobs=1, note=note)
     store.close()
     TRIED["log"] += 1
+    tried(f"sqlite log tampering ({kind})")
     assert not report.ok, (kind, seed)
 
 
@@ -174,6 +128,7 @@ def test_every_projection_mutation_is_repaired_by_rebuild(
     assert Projections(store).table_dump() == dump
     store.close()
     TRIED["projections"] += 1
+    tried("sqlite projection tampering")
 
 
 def test_rewrite_under_a_stolen_key_is_caught_after_revocation(tmp_path: Path, keys: Keys) -> None:

@@ -70,3 +70,35 @@ def test_rfc8785_property_sorting_by_utf16_code_units() -> None:
 )
 def test_rfc8785_numbers(number: float, text: str) -> None:
     assert canonical_bytes(number) == text.encode()
+
+
+# RFC 8032 §7.1, TEST 2 (one byte) and TEST 3 (two bytes): checked through the libsodium verifier.
+RFC8032_MORE = (
+    ("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
+     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+     "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
+    ("fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "af82",
+     "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac"
+     "18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
+)
+
+
+@pytest.mark.parametrize(("public", "message", "signature"), RFC8032_MORE)
+def test_rfc8032_tests_2_and_3_verify(public: str, message: str, signature: str) -> None:
+    pub, msg, sig = bytes.fromhex(public), bytes.fromhex(message), bytes.fromhex(signature)
+    assert verify_signature(pub, sig, msg)
+    assert not verify_signature(pub, sig, msg + b"\x00")
+
+
+def test_verifier_agrees_with_cryptography_and_rejects_malformed_input() -> None:
+    """libsodium verifies, cryptography signs: they must agree, and garbage is "does not verify"."""
+    key = Ed25519PrivateKey.generate()
+    public = raw_public_bytes(key.public_key())
+    for n in range(50):
+        message = bytes([n]) * n
+        signature = key.sign(message)
+        assert verify_signature(public, signature, message)
+        assert not verify_signature(public, signature[:-1] + bytes([signature[-1] ^ 1]), message)
+    assert not verify_signature(public[:31], signature, message)
+    assert not verify_signature(public, signature[:63], message)
+    assert not verify_signature(b"\x00" * 32, b"\x00" * 64, b"")
