@@ -348,3 +348,36 @@ def test_the_in_memory_log_gives_the_projections_rows(trial: Trial, keys: Keys) 
     for pid in ("S01-001", "S01-002"):
         assert log.deviation_rows(pid) == proj.deviations(pid)
         assert {k: v for k, v in log.state(pid).items()} == proj.participant(pid)
+
+
+def test_verify_package_needs_no_database(demo: Path, tmp_path: Path) -> None:
+    for name in ("pkg.zip", f"{ADMIN_KEY}.pub"):
+        (tmp_path / Path(name).name).write_bytes((demo / name).read_bytes())
+    r = tl("verify-package", "pkg.zip", "--public-key", "admin-sponsor.key.pub", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["admin-sponsor.key.pub", "pkg.zip"]  # nothing created
+
+
+def test_exports_of_a_tampered_ledger_are_refused_and_write_nothing(trial: Trial, keys: Keys, run: Cli,
+                                                                    tmp_path: Path) -> None:
+    from tests.conftest import as_owner
+    from tests.test_projections import full_history
+    full_history(trial, keys)
+    assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(tmp_path / "cp")).exit_code == 0
+    store = as_owner(trial.store)
+    table = store.table("ledger_events")
+    store.execute_raw(f"UPDATE {table} SET state = CAST(REPLACE(CAST(state AS TEXT), '6.1', '9.1') AS "
+                      f"{'BYTEA' if store.postgres else 'BLOB'}) WHERE topic = 'LabResultRecorded'"
+                      if not store.postgres else
+                      f"UPDATE {table} SET state = convert_to(replace(convert_from(state, 'UTF8'), '6.1', '9.1'), "
+                      "'UTF8') WHERE topic = 'LabResultRecorded'")
+    for fmt in ("odm", "csv", "package"):
+        out = tmp_path / f"out.{fmt}"
+        r = run("export", "--format", fmt, "--out", str(out), "--key", str(keys.path("admin")))
+        assert r.exit_code == 1 and "does not verify" in r.output, (fmt, r.output)
+        assert not out.exists()
+    r = run("report", "--out", str(tmp_path / "r.html"))
+    assert r.exit_code == 0
+    html = (tmp_path / "r.html").read_text()
+    assert '<span class="fail">FAILED</span>' in html and ">VERIFIED<" not in html
+    assert "hash mismatch" in html
