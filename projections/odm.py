@@ -168,7 +168,8 @@ class _Writer:
         for s in self.registry.signers.values():
             user = _sub(admin, "User", {"OID": f"USR.{s.user_id}", "UserType": USER_TYPES.get(s.role, "Other")})
             _sub(user, "LoginName", text=s.user_id)
-            _sub(user, "DisplayName", text=f"{s.name} ({s.role})")
+            revoked = f"; revoked {s.revoked_at}: {s.revoke_reason}" if s.revoked_at else ""
+            _sub(user, "DisplayName", text=f"{s.name} ({s.role}{revoked})")
             _sub(user, "FullName", text=s.name)
             if organisations.get(s.user_id):
                 _sub(user, "Organization", text=organisations[s.user_id])

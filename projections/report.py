@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.signers import STUDY_STREAM
 from ledger import checkpoint as notes
+from projections import audit as audit_rows
 from projections.verified_log import VerifiedLog
 
 DOSING = (-30, 20)     # days shown in the left panel
@@ -111,9 +112,11 @@ def checkpoint_view(log: VerifiedLog) -> dict[str, Any] | None:
 def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
     """The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``)."""
     registry = log.registry
+    labels = {env.event_id: audit_rows.entry_label(env.type, env.data) for env in log.envelopes}
     audit_of: dict[str, list[dict[str, Any]]] = {}
     for row in log.audit():
         if row["participant"]:
+            row["what"] = labels.get(row["target_event_id"] or "", "")  # "FBG" of "FBG value: 6.2 → 7.2"
             audit_of.setdefault(row["participant"], []).append(row)
     participants: list[dict[str, Any]] = []
     for pid in log.participants:

@@ -324,6 +324,7 @@ def test_report_as_of_shows_nothing_recorded_later_and_judges_only_that_prefix(t
     now = (tmp_path / "now.html").read_text()
     for later in ("ICF 2.0", "Laura Late", "transposed on entry", "sample haemolysed", "7.2"):
         assert later in now and later not in then, later
+    assert "<td>FBG value</td><td class=\"mono\">6.2 → 7.2</td>" in now  # the item a correction changed
     assert f"authorisation of {then_size} events checks" in then and "VERIFIED" in then
     cp1, cp2 = ((tmp_path / n).read_text().splitlines()[2] for n in ("cp1", "cp2"))
     assert cp1 in then and cp2 not in then and cp2 in now  # the checkpoint that existed then
