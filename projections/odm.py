@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import types
 import typing
+from functools import cache
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -65,6 +66,7 @@ def _data_type(et: EventType, name: str, annotation: Any) -> str:
     return {bool: "boolean", int: "integer", float: "float"}.get(base, "text")
 
 
+@cache
 def item_defs(et: EventType) -> list[tuple[str, str]]:
     """(field, ODM DataType) of every item of a form, derived from the payload model."""
     hints = typing.get_type_hints(et.model)

@@ -115,6 +115,14 @@ def test_odm_of_the_demo_validates_loads_and_keeps_every_clinical_time(demo: Pat
     inserts = [g for g in subject.iter(f"{NS}ItemGroupData") if g.get("ItemGroupRepeatKey") == ae_id
                and g.get("TransactionType") == "Insert"]
     assert len(inserts) == 1 and items(inserts[0])["relatedness"] == "possible"  # the original is kept
+    everything = {}
+    for subject_data in root.iter(f"{NS}SubjectData"):
+        everything.update(groups_by_event(subject_data))
+    written = [e for e in envs if e.stream != "@study"]
+    assert all(e.event_id in everything for e in written)  # every participant event of the demo, all types
+    assert {e.type for e in written} >= {"ParticipantWithdrawn", "ConsentWithdrawn", "ParticipantCompleted",
+                                         "VisitCompleted", "ScreenFailed", "ProtocolDeviationRecorded",
+                                         "EntryCorrected"}
     # study facts from the protocol, not a literal in the code
     assert {e.get("EffectiveDate") for e in root.iter(f"{NS}MetaDataVersionRef")} == {"2010-08-31"}
     assert root.find(f"{NS}Study/{NS}GlobalVariables/{NS}ProtocolName").text == "MSC-T2DM-2010"
