@@ -107,7 +107,8 @@ def _verified(log_bytes: bytes, checkpoint_note: str, jobs: int | None) -> Verif
     if report.events == 0:
         raise PackageError(f"{LOG}: the log holds no events")
     if not report.ok:
-        raise PackageError(f"{LOG}: line {report.sorted()[0].line()}")
+        first = report.sorted()[0]
+        raise PackageError(f"{LOG}: line {first.position} (event {first.event_id or '?'}): {first.reason}")
     log = VerifiedLog(records, report, checkpoint_note)
     view = checkpoint_view(log)
     if view is None or not view["ok"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from cli.main import cli
 from domain.events import CATALOGUE
 from domain.service import Command, Trial
 from ledger import checkpoint as notes
+from ledger.canonical import canonical_bytes
 from ledger.keys import read_private
 from ledger.merkle_log import MerkleLog
 from ledger.notes import sign_note
@@ -390,3 +392,21 @@ def test_exports_of_a_tampered_ledger_are_refused_and_write_nothing(trial: Trial
     html = (tmp_path / "r.html").read_text()
     assert '<span class="fail">FAILED</span>' in html and ">VERIFIED<" not in html
     assert "hash mismatch" in html
+
+
+def test_a_re_signed_manifest_does_not_cover_a_forged_log_line(demo: Path, tmp_path: Path) -> None:
+    """The log itself is verified (chain, signatures, authorisation), not only hashed."""
+    with zipfile.ZipFile(demo / "pkg.zip") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    lines = files["log.jsonl"].split(b"\n")
+    row = json.loads(lines[40])
+    row["signature"] = ("B" if row["signature"][0] != "B" else "C") + row["signature"][1:]  # still base64
+    lines[40] = canonical_bytes(row)
+    files["log.jsonl"] = b"\n".join(lines)
+    signer = read_private(demo / ADMIN_KEY, "demo-passphrase")
+    origin = notes.parse(files["checkpoint.txt"].decode())[0].origin
+    files[MANIFEST] = sign_note(manifest_body({n: files[n] for n in FILES}), signer, origin).encode()
+    rezip(demo / "pkg.zip", tmp_path / "bad.zip", files)
+    r = verify_pkg(demo, str(tmp_path / "bad.zip"))
+    assert r.returncode == 1 and r.stderr.startswith("error: log.jsonl: line 41 (event "), r.stderr
+    assert "signature does not verify" in r.stderr
