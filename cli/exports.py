@@ -13,6 +13,7 @@ import click
 
 from cli.options import emit, load_signer, open_store, passphrase_file_option
 from cli.read import IsoTime
+from ledger import checkpoint as notes
 from ledger.errors import InputRefused
 from ledger.signed_log import export as export_signed_log
 from projections import log_source
@@ -60,8 +61,12 @@ def export(ctx: click.Context, fmt: str, out: Path, key: Path | None, passphrase
         assert signer is not None
         blob = build_package(log.records, log.checkpoint_note, signer, jobs=jobs)
         _write(out, blob)
-        emit(ctx, {"format": fmt, "out": str(out), "count": len(log.records), "bytes": len(blob)},
-             f"exported an inspection package of {len(log.records)} events to {out}")
+        covered = notes.parse(log.checkpoint_note)[0].size
+        stale = "" if covered == len(log.records) else \
+            f"; its checkpoint covers only {covered} (run `trial-ledger checkpoint` for a current one)"
+        emit(ctx, {"format": fmt, "out": str(out), "count": len(log.records), "bytes": len(blob),
+                   "checkpoint_size": covered},
+             f"exported an inspection package of {len(log.records)} events to {out}{stale}")
         return
     text = odm_xml(log) if fmt == "odm" else audit_csv(log)
     _write(out, text.encode())
