@@ -410,3 +410,15 @@ def test_a_re_signed_manifest_does_not_cover_a_forged_log_line(demo: Path, tmp_p
     r = verify_pkg(demo, str(tmp_path / "bad.zip"))
     assert r.returncode == 1 and r.stderr.startswith("error: log.jsonl: line 41 (event "), r.stderr
     assert "signature does not verify" in r.stderr
+
+
+def test_verify_package_refuses_bad_witness_keys_and_an_impossible_quorum(demo: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.vkey").write_text("w1.example+00000000+AAAA\n")
+    r = verify_pkg(demo, "pkg.zip", "--witness", str(tmp_path / "bad.vkey"))
+    assert r.returncode == 3 and "--witness" in r.stderr and "vkey" in r.stderr, r.stderr
+    good = tmp_path / "w.vkey"
+    good.write_text(vkey("w.example", Ed25519PrivateKey.generate()))
+    r = verify_pkg(demo, "pkg.zip", "--witness", str(good), "--quorum", "2")
+    assert r.returncode == 2 and "--quorum" in r.stderr, r.stderr
+    r = verify_pkg(demo, "pkg.zip", "--witness", str(good))  # default quorum: every witness named
+    assert r.returncode == 1 and "checkpoint.txt: 0 valid cosignature" in r.stderr, r.stderr
