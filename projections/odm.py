@@ -140,7 +140,12 @@ class _Writer:
         study = _el("Study", {"OID": self.study})
         gv = _sub(study, "GlobalVariables")
         _sub(gv, "StudyName", text=self.study)
-        _sub(gv, "StudyDescription", text=protocol.title if protocol else self.study)
+        dates = [f"{label} {day.isoformat()}" for label, day in (
+            ("start", protocol.start_date if protocol else None),
+            ("primary completion", protocol.primary_completion_date if protocol else None),
+            ("completion", protocol.completion_date if protocol else None)) if day is not None]
+        description = (protocol.title if protocol else self.study) + (f" ({'; '.join(dates)})" if dates else "")
+        _sub(gv, "StudyDescription", text=description)
         _sub(gv, "ProtocolName", text=protocol.protocol_id if protocol else self.study)
         name = f"Protocol {protocol.protocol_id} v{protocol.version}" if protocol else "Protocol"
         mdv = _sub(study, "MetaDataVersion", {

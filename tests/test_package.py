@@ -128,6 +128,8 @@ def test_odm_of_the_demo_validates_loads_and_keeps_every_clinical_time(demo: Pat
     # study facts from the protocol, not a literal in the code
     assert {e.get("EffectiveDate") for e in root.iter(f"{NS}MetaDataVersionRef")} == {"2010-08-31"}
     assert root.find(f"{NS}Study/{NS}GlobalVariables/{NS}ProtocolName").text == "MSC-T2DM-2010"
+    assert root.find(f"{NS}Study/{NS}GlobalVariables/{NS}StudyDescription").text.endswith(
+        "(start 2010-08-31; primary completion 2011-08-31; completion 2011-12-31)")
     assert not list(root.iter(f"{NS}Organization"))  # the demo names no organisations; a role is not one
 
 
