@@ -13,7 +13,10 @@ inspection package and ``verify-package`` produce the same bytes.
   ``Update`` for ``AdverseEventUpdated`` and for ``EntryCorrected`` (only the
   changed items, under the target's key, so an AE correction sits under
   that AE), ``Remove`` for ``EntryVoided``. Originals are kept.
-* Every group has an AuditRecord (user, site, recorded time with offset,
+* Deviations the rules derive are listed per subject in form
+  ``DerivedDeviation`` with an Annotation saying they are derived, not signed;
+  explicit ``ProtocolDeviationRecorded`` entries are signed forms like any other.
+* Every signed group has an AuditRecord (user, site, recorded time with offset,
   reason, SourceID = "event id hash") and a Signature with an ``ID``
   (meaning, signer, time; 21 CFR 11.50).
 * **AdminData**: one User per signer (UserType from the role; Organization
@@ -47,6 +50,10 @@ KEYED_BY = {"AdverseEventReported": "ae_id"}
 CHANGE_TYPES = ("EntryCorrected", "EntryVoided")
 USER_TYPES = {"admin": "Sponsor", "investigator": "Investigator", "lab": "Lab"}
 EXTRA_ITEMS = (("OCCURRED_AT", "datetime"), ("MEANING", "text"))
+# Deviations the rules derive (SPEC §4), listed after each subject's signed entries.
+DERIVED = "DerivedDeviation"
+DERIVED_ITEMS = [("kind", "text"), ("important", "boolean"), ("message", "text"), ("event_ids", "text"),
+                 ("position", "integer")]
 
 
 def forms() -> dict[str, EventType]:
@@ -154,18 +161,18 @@ class _Writer:
         _sub(_sub(mdv, "Protocol"), "StudyEventRef", {"StudyEventOID": "SE.TRIAL", "Mandatory": "Yes"})
         se = _sub(mdv, "StudyEventDef", {"OID": "SE.TRIAL", "Name": "Trial record", "Repeating": "No",
                                          "Type": "Common"})
-        all_forms = forms()
-        for type_name in all_forms:
+        layouts = [(name, item_defs(et)) for name, et in forms().items()] + [(DERIVED, DERIVED_ITEMS)]
+        for type_name, _items in layouts:
             _sub(se, "FormRef", {"FormOID": f"F.{type_name}", "Mandatory": "No"})
-        for type_name in all_forms:
+        for type_name, _items in layouts:
             fd = _sub(mdv, "FormDef", {"OID": f"F.{type_name}", "Name": type_name, "Repeating": "Yes"})
             _sub(fd, "ItemGroupRef", {"ItemGroupOID": f"IG.{type_name}", "Mandatory": "Yes"})
-        for type_name, et in all_forms.items():
+        for type_name, layout in layouts:
             ig = _sub(mdv, "ItemGroupDef", {"OID": f"IG.{type_name}", "Name": type_name, "Repeating": "Yes"})
-            for field, _dt in item_defs(et):
+            for field, _dt in layout:
                 _sub(ig, "ItemRef", {"ItemOID": _oid(type_name, field), "Mandatory": "No"})
-        for type_name, et in all_forms.items():
-            for field, data_type in item_defs(et):
+        for type_name, layout in layouts:
+            for field, data_type in layout:
                 _sub(mdv, "ItemDef", {"OID": _oid(type_name, field), "Name": field, "DataType": data_type})
         return study
 
@@ -224,6 +231,18 @@ class _Writer:
             fd = _sub(event, "FormData", {"FormOID": f"F.{form}", "FormRepeatKey": key,
                                            "TransactionType": "Upsert"})
             fd.append(self._group(form, key, kind, items, env, record, site))
+        for n, deviation in enumerate(self.log.deviation_rows(participant), 1):
+            key = f"DEV.{n}"
+            fd = _sub(event, "FormData", {"FormOID": f"F.{DERIVED}", "FormRepeatKey": key,
+                                           "TransactionType": "Upsert"})
+            group = _sub(fd, "ItemGroupData", {"ItemGroupOID": f"IG.{DERIVED}", "ItemGroupRepeatKey": key,
+                                                "TransactionType": "Insert"})
+            _sub(_sub(group, "Annotation", {"SeqNum": "1"}), "Comment",
+                 text="derived by the protocol's deviation rules from the signed log; not itself a signed entry")
+            values = {**deviation, "event_ids": " ".join(deviation["event_ids"])}
+            for field, _dt in DERIVED_ITEMS:
+                _sub(group, "ItemData", {"ItemOID": _oid(DERIVED, field), "Value": _value(values[field]),
+                                         "TransactionType": "Insert"})
         return subject
 
     def _place(self, env: Envelope, originals: dict[str, Envelope]
