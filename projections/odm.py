@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import types
 import typing
-from functools import cache
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from functools import cache
 from typing import IO, Any
 
 from domain.events import CATALOGUE, MEANINGS, EventType
