@@ -50,6 +50,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         for stale in (path, path.with_name(path.name + ".pub")):
             stale.unlink(missing_ok=True)
         write_key_pair(signer, user, path, DEMO_PASSPHRASE)
+    for name, raw in scenario.documents.items():  # the registered documents, byte for byte
+        (keys_dir / name).write_bytes(raw)
 
     click.echo(f"MSC-T2DM demo ledger: {db}  (seed {seed})")
     click.echo(f"events: {report.events}   head position: {report.head_position}")
@@ -64,6 +66,7 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         click.echo(f"verify: FAILED — {report.sorted()[0].line()}", err=True)
     people = ", ".join(f"{u} ({role})" for u, (_n, role) in PEOPLE.items())
     click.echo(f"\nsigners' keys: {keys_dir}/  (passphrase: {DEMO_PASSPHRASE}) — {people}")
+    click.echo(f"registered documents: {', '.join(f'{keys_dir}/{name}' for name in scenario.documents)}")
     click.echo("try next:")
     for line in (
         f"trial-ledger --db {db} participants",
@@ -71,6 +74,7 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} show S01-003 --as-of 2010-09-13T09:00:00+08:00",
         f"trial-ledger --db {db} audit --participant S01-003",
         f"trial-ledger --db {db} deviations",
+        f"trial-ledger --db {db} document check {keys_dir}/icf-2.0.txt",
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):
         click.echo(f"  {line}")

@@ -19,7 +19,7 @@ from ledger.keys import generate, read_public, write_key_pair
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, exports, package, proofs, read
+from cli import demo, documents, exports, package, proofs, read
 from cli.options import (
     LedgerGroup,
     emit,
@@ -268,7 +268,8 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *package.COMMANDS, demo.demo):
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *package.COMMANDS,
+                 demo.demo):
     cli.add_command(_command)
 
 

@@ -11,6 +11,13 @@ deviations are planted on purpose:
 * S01-008 a day-90 C-peptide result entered five days after collection;
 * S01-012 a fasting glucose drawn the day before consent.
 
+The ICF is a controlled document: version 1.0 is registered by the hash of
+its text before the first consent, and every consent names that hash. On
+7 March 2011 the protocol is amended (1.1, ICF 2.0, re-consent required);
+the amended protocol file and ICF 2.0 are registered with the amendment,
+and every active participant re-consents on ICF 2.0 that evening, before
+any further procedure, so the amendment adds no deviation.
+
 The trial ran in 2010–2011, so ``recorded_at`` comes from a simulated
 clock that follows the trial's calendar (entries are made the same
 afternoon), not from today's system clock. Everything else — canonical
@@ -21,16 +28,19 @@ ledger.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.keys import Signer
 
-from domain.protocol import Protocol
+from domain.amendments import amendment_commands
+from domain.documents import DocumentRegistry
+from domain.protocol import Protocol, bundled_protocol_path
 from domain.service import Command, Trial
 
 TZ = timezone(timedelta(hours=8))
@@ -53,6 +63,30 @@ LATE_LAB = 8
 LAB_BEFORE_CONSENT = 12
 CORRECTED = 3
 SERIOUS_AE = 14
+AMENDED_AT = datetime(2011, 3, 7, 18, 0, tzinfo=TZ)  # no procedure is ever scheduled at 18:00-18:30
+ICF_TEXT = (
+    "MSC-T2DM-2010 participant information sheet and informed consent form, version {version}\n\n"
+    "You are invited to take part in a study of bone marrow mesenchymal stem cell transplantation\n"
+    "for insulin resistance in type 2 diabetes. Taking part is voluntary; you may withdraw at any\n"
+    "time without giving a reason and without any effect on your care.\n{extra}"
+)
+ICF_2_EXTRA = ("\nVersion 2.0 adds: follow-up visits at days 180 and 365 include a C-peptide test.\n")
+
+
+def demo_documents() -> dict[str, bytes]:
+    """The demo's controlled documents, file name -> bytes: two ICFs and the amended protocol."""
+    protocol = bundled_protocol_path().read_text()
+    protocol = protocol.replace('version = "1.0"\n', 'version = "1.1"\n', 1)
+    protocol = protocol.replace('icf_version = "1.0"', 'icf_version = "2.0"', 1)
+    return {
+        "icf-1.0.txt": ICF_TEXT.format(version="1.0", extra="").encode(),
+        "icf-2.0.txt": ICF_TEXT.format(version="2.0", extra=ICF_2_EXTRA).encode(),
+        "protocol-1.1.toml": protocol.encode(),
+    }
+
+
+def _sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
 
 
 class SimClock:
@@ -80,6 +114,17 @@ class Scenario:
         self.plan: list[Planned] = []
         self.signers = {user: Signer(Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32)))
                         for user in PEOPLE}
+        self.documents = demo_documents()
+        # participant id: (investigator, consent time, end of participation or None)
+        self.spans: dict[str, tuple[str, datetime, datetime | None]] = {}
+
+    def icf(self, version: str) -> dict[str, str]:
+        """A consent's ICF fields: the version and its registered document's hash."""
+        return {"icf_version": version, "document_sha256": _sha256(self.documents[f"icf-{version}.txt"])}
+
+    def end(self, pid: str, when: datetime) -> None:
+        inv, consented, _ = self.spans[pid]
+        self.spans[pid] = (inv, consented, when)
 
     def new_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -110,8 +155,11 @@ class Scenario:
                  registered, lag=timedelta(minutes=2))
         if n == LAB_BEFORE_CONSENT:
             self.lab(pid, "FBG", round(rng.uniform(7.5, 11), 1), "mmol/L", day0 - timedelta(hours=25))
+        consented = day0 + timedelta(minutes=30)
         self.add("coord-wang", "ConsentSigned", pid,
-                 {"icf_version": "1.0", "obtained_by": inv, "witness": "coord-wang"}, day0 + timedelta(minutes=30))
+                 {**self.icf("1.0" if consented < AMENDED_AT else "2.0"), "obtained_by": inv, "witness": "coord-wang"},
+                 consented)
+        self.spans[pid] = (inv, consented, None)
         draw = day0 + timedelta(hours=1)
         fails = SCREEN_FAILURES.get(n)
         fbg = round(rng.uniform(7.3, 12.5), 1)
@@ -147,6 +195,7 @@ class Scenario:
             self.add(inv, "ScreeningAssessed", pid, data, assess)
         if failed:
             self.add(inv, "ScreenFailed", pid, {"failed_criteria": failed}, assess + timedelta(hours=1))
+            self.end(pid, assess + timedelta(hours=1))
             return
         self.add(inv, "EligibilityConfirmed", pid, {}, assess + timedelta(hours=1))
         self.add("coord-wang", "Enrolled", pid, {}, assess + timedelta(hours=2))
@@ -163,6 +212,7 @@ class Scenario:
                          reason="relocating to another city; does not wish further visits")
                 self.add(inv, "ParticipantWithdrawn", pid, {}, withdrawn + timedelta(minutes=20),
                          reason="consent withdrawn")
+                self.end(pid, withdrawn)
                 return
             route = "intra-arterial-pancreatic" if number == 1 else "intravenous"
             self.add("pharm-liu", "InfusionAdministered", pid, {
@@ -189,6 +239,24 @@ class Scenario:
             late = timedelta(days=5, hours=3) if (n == LATE_LAB and visit == "D90") else None
             self.lab(pid, "CPEPTIDE", round(rng.uniform(0.3, 1.2), 2), "nmol/L", when, lag=late)
         self.add(inv, "ParticipantCompleted", pid, {}, dose1 + timedelta(days=366))
+        self.end(pid, dose1 + timedelta(days=366))
+
+    def amendment(self) -> None:
+        """Protocol 1.1 with ICF 2.0, re-consent required; every active participant re-consents that evening."""
+        commands = [Command("DocumentRegistered", None, {
+            "kind": "icf", "version": "2.0", "sha256": _sha256(self.documents["icf-2.0.txt"]),
+            "file_name": "icf-2.0.txt", "size": len(self.documents["icf-2.0.txt"])})]
+        commands += amendment_commands(self.documents["protocol-1.1.toml"], "protocol-1.1.toml", DocumentRegistry(),
+                                       icf_version="2.0", reconsent_required=True, effective_at=AMENDED_AT)
+        for n, command in enumerate(commands):
+            self.plan.append(Planned(AMENDED_AT + timedelta(minutes=10 + n), len(self.plan), "admin-sponsor",
+                                     replace(command, occurred_at=command.occurred_at or AMENDED_AT.isoformat(),
+                                             event_id=self.new_id())))
+        for pid, (inv, consented, ended) in sorted(self.spans.items()):
+            if consented < AMENDED_AT and (ended is None or ended > AMENDED_AT):
+                self.add("coord-wang", "ConsentSigned", pid,
+                         {**self.icf("2.0"), "obtained_by": inv, "witness": "coord-wang"},
+                         AMENDED_AT + timedelta(minutes=30))
 
     def adverse_events(self, pid: str, inv: str, n: int, dose1: datetime) -> None:
         rng = self.rng
@@ -224,8 +292,14 @@ def build(trial: Trial, clock: SimClock, protocol: Protocol, *, seed: int, parti
         trial.append(Command("SignerRegistered", None, {
             "user_id": user, "name": name, "role": role, "public_key": signers[user].public_b64,
             "valid_from": GENESIS_AT.isoformat()}, event_id=scenario.new_id()), signers["admin-sponsor"])
+    clock.now += timedelta(minutes=5)
+    icf = scenario.documents["icf-1.0.txt"]
+    trial.append(Command("DocumentRegistered", None, {
+        "kind": "icf", "version": "1.0", "sha256": _sha256(icf), "file_name": "icf-1.0.txt", "size": len(icf)},
+        event_id=scenario.new_id()), signers["admin-sponsor"])
     for n in range(1, participants + len(SCREEN_FAILURES) + 1):
         scenario.candidate(n)
+    scenario.amendment()
     scenario.plan.sort()
     batch: list[Planned] = []
     for item in scenario.plan + [None]:  # type: ignore[list-item]

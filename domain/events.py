@@ -59,6 +59,20 @@ class ProtocolAmended(Payload):
     protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     icf_version: str = ShortText
     protocol: dict[str, Any] | None = None
+    reconsent_required: StrictBool = False
+
+
+class DocumentRegistered(Payload):
+    """A controlled document (ICF, protocol) bound by the SHA-256 of its file's bytes (SPEC §10)."""
+
+    kind: Literal["icf", "protocol"]
+    version: str = ShortText
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    file_name: str = ShortText
+    size: int | None = Field(default=None, ge=0)
+    rules_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description=(
+        "For a protocol file the ledger reads (TOML/JSON): SHA-256 of its rules in canonical form, "
+        "which an amendment embedding rules must match"))
 
 
 # -- participant events ------------------------------------------------------------------
@@ -74,6 +88,7 @@ class ConsentSigned(Payload):
     icf_version: str = ShortText
     obtained_by: str = ShortText
     witness: str | None = Field(default=None, min_length=1, max_length=200)
+    document_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ConsentWithdrawn(Payload):
@@ -192,6 +207,7 @@ CATALOGUE: dict[str, EventType] = {
         EventType("SignerRegistered", SignerRegistered, participant=False, times=("valid_from",)),
         EventType("SignerRevoked", SignerRevoked, participant=False, reason_required=True),
         EventType("ProtocolAmended", ProtocolAmended, participant=False),
+        EventType("DocumentRegistered", DocumentRegistered, participant=False),
         EventType("ParticipantRegistered", ParticipantRegistered, participant=True),
         EventType("ConsentSigned", ConsentSigned, participant=True),
         EventType("ConsentWithdrawn", ConsentWithdrawn, participant=True, reason_required=True),

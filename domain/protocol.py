@@ -85,6 +85,9 @@ class Role(_Strict):
     may_sign: tuple[str, ...]
     except_: tuple[str, ...] = Field(default=(), alias="except")
     own_entries_only: tuple[str, ...] = ()
+    # Whether a signer of this role may be named as ``obtained_by`` of a consent (SPEC §10);
+    # unset means: exactly when the role may sign ``ConsentSigned``.
+    may_obtain_consent: bool | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

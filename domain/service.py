@@ -26,6 +26,7 @@ from ledger.keys import Signer, public_from_b64, raw_public_bytes
 from ledger.store import Store
 from ledger.verify import Unauthorised
 
+from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
 from domain.protocol import Protocol
@@ -78,11 +79,9 @@ class Trial:
         for record in self.store.stream_records(STUDY_STREAM):
             if upto is not None and record.position > upto:
                 break
-            env = record.envelope()
-            if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
-                versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
-            elif env.type == "ProtocolAmended":
-                versions.append(IcfVersion(record.position, str(env.data.get("icf_version"))))
+            version = icf_version_of(record.envelope(), record.position)
+            if version is not None:
+                versions.append(version)
         return versions
 
     def registry_at(self, position: int) -> SignerRegistry:
@@ -177,7 +176,10 @@ class Trial:
                 states[participant] = self.participant(participant)
             state = states[participant]
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=protocol, own_entries_only=own_only)
+                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only)
+            target = state.entries.get(str(payload.get("target_event_id")))
+            check_consent_entry(command.type, payload, registry, target.type if target else None,
+                                lambda: self.store.stream(participant))
             stream, position = participant, state.length + 1
         else:
             if command.participant:
@@ -221,6 +223,10 @@ class Trial:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is not a registered signer")
             if existing.revoked_at is not None:
                 raise InputRefused(f"data.user_id: {payload['user_id']} is already revoked")
+        elif type_name == "DocumentRegistered":
+            registry.documents.check_registration(payload)
+        elif type_name == "ProtocolAmended":
+            check_amendment(payload, registry)
         return payload
 
     def _refuse_duplicate_id(self, event_id: str | None) -> None:
@@ -266,6 +272,24 @@ class Decider:
         else:
             self.states[env.stream].apply(env)
         return env
+
+
+def icf_version_of(env: Envelope, position: int) -> IcfVersion | None:
+    """The ICF version a study event puts in force (genesis or amendment), or None for other events."""
+    if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
+        return IcfVersion(position, str(env.data["protocol"].get("icf_version")))
+    if env.type == "ProtocolAmended":
+        return IcfVersion(position, str(env.data.get("icf_version")), _effective(env.occurred_at),
+                          env.data.get("reconsent_required") is True)
+    return None
+
+
+def _effective(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo is not None else None
 
 
 def _raw(b64: str) -> bytes:

@@ -19,6 +19,7 @@ from ledger.envelope import Envelope
 from ledger.keys import fingerprint, key_id
 from ledger.verify import Unauthorised
 
+from domain.documents import DocumentRegistry
 from domain.events import CATALOGUE
 from domain.protocol import PARTICIPANT_EVENTS, Protocol, parse_protocol
 from domain.timeutil import parse_instant
@@ -45,7 +46,17 @@ def role_may_sign(protocol: Protocol, role: str, type_name: str) -> bool:
         return False
     is_participant = CATALOGUE.get(type_name) is not None and CATALOGUE[type_name].participant
     allowed = type_name in spec.may_sign or (PARTICIPANT_EVENTS in spec.may_sign and is_participant)
+    # Whoever may amend the protocol may register its documents, so a protocol written before
+    # documents existed can still be amended to a registered document (SPEC §10).
+    allowed = allowed or (type_name == "DocumentRegistered" and "ProtocolAmended" in spec.may_sign)
     return allowed and type_name not in spec.except_
+
+
+def _instant_or_none(text: str) -> datetime | None:
+    try:
+        return parse_instant(text, "occurred_at")
+    except Exception:  # noqa: BLE001 - a hostile payload must never crash the verifier
+        return None
 
 
 def _raw_key(b64: object) -> bytes | None:
@@ -69,6 +80,9 @@ class SignerRegistry:
         self.root_public_raw: bytes | None = None
         self.signers: dict[str, SignerEntry] = {}
         self.by_key: dict[str, str] = {}
+        self.documents = DocumentRegistry()
+        # (effective from, protocol): the genesis protocol, then each amendment's from its clinical time
+        self.protocols: list[tuple[datetime | None, Protocol]] = []
 
     @classmethod
     def replay(cls, envelopes: list[Envelope]) -> SignerRegistry:
@@ -152,6 +166,7 @@ class SignerRegistry:
         if isinstance(data.get("protocol"), dict):
             self.protocol = parse_protocol(data["protocol"])
             self.icf_version = self.protocol.icf_version
+            self.protocols.append((None, self.protocol))
         admin = SignerEntry(
             user_id=data["admin_id"], name=data["admin_name"], role="admin", public_raw=raw,
             key_id=key_id(raw), valid_from=None, registered_at=env.recorded_at,
@@ -173,12 +188,25 @@ class SignerRegistry:
         entry = self.signers[env.data["user_id"]]
         self.signers[entry.user_id] = replace(entry, revoked_at=env.recorded_at, revoke_reason=env.reason)
 
+    def _on_DocumentRegistered(self, env: Envelope) -> None:
+        self.documents.observe(env)
+
     def _on_ProtocolAmended(self, env: Envelope) -> None:
         data = env.data
         if isinstance(data.get("protocol"), dict):
             self.protocol = parse_protocol(data["protocol"])
+            self.protocols.append((_instant_or_none(env.occurred_at), self.protocol))
         self.protocol_sha256 = data["protocol_sha256"]
         self.icf_version = data["icf_version"]
+
+    def protocol_at(self, occurred: datetime) -> Protocol | None:
+        """The protocol whose rules govern an event that happened clinically at ``occurred``.
+
+        Who may sign is decided by log position (``self.protocol``); what an
+        entry must hold follows the amendment in force at its clinical time.
+        """
+        in_force = [p for since, p in self.protocols if since is None or since <= occurred]
+        return in_force[-1] if in_force else self.protocol
 
     def _add(self, entry: SignerEntry) -> None:
         old = self.signers.get(entry.user_id)

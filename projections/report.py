@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from domain.signers import STUDY_STREAM
 from ledger import checkpoint as notes
 from projections import audit as audit_rows
+from projections.consents import consent_rows, document_rows
 from projections.verified_log import VerifiedLog
 
 DOSING = (-30, 20)     # days shown in the left panel
@@ -124,7 +125,8 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
         devs = log.deviation_rows(pid)
         st["deviations"] = devs
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit_of.get(pid, []),
-                             "timeline": timeline(st, devs, registry.protocol)})
+                             "timeline": timeline(st, devs, registry.protocol),
+                             "consents": consent_rows(st, registry.documents)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -146,4 +148,5 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
         deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
         generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
         tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
+        documents=document_rows(registry.documents),
     )

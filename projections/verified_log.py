@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from domain.rules import Deviation, Entry, IcfVersion, find_deviations
+from domain.service import icf_version_of
 from domain.signers import STUDY_STREAM, SignerRegistry
 from ledger.envelope import Envelope, Record
 from ledger.merkle import leaf_hash, root
@@ -78,13 +79,8 @@ class VerifiedLog:
 
     @cached_property
     def icf_versions(self) -> list[IcfVersion]:
-        versions = []
-        for record, env in self.stream(STUDY_STREAM):
-            if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
-                versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
-            elif env.type == "ProtocolAmended":
-                versions.append(IcfVersion(record.position, str(env.data.get("icf_version"))))
-        return versions
+        found = (icf_version_of(env, record.position) for record, env in self.stream(STUDY_STREAM))
+        return [v for v in found if v is not None]
 
     # -- derived views (SPEC §7) ------------------------------------------------------------
 

@@ -161,7 +161,7 @@ def test_report_as_of_and_at_a_thousand_participants(tmp_path: Path) -> None:
         pid = f"P{p:04d}"
         rows.append({"type": "ParticipantRegistered", "participant": pid,
                      "data": {"site": "S01", "sex": "M", "birth_year": 1960}})
-        rows.append({"type": "ConsentSigned", "participant": pid, "data": {"icf_version": "1.0", "obtained_by": "x"}})
+        rows.append({"type": "ConsentSigned", "participant": pid, "data": {"icf_version": "1.0", "obtained_by": "i"}})
         rows.append({"type": "LabResultRecorded", "participant": pid,
                      "data": {"analyte": "FBG", "value": 8.0, "unit": "mmol/L"}})
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")

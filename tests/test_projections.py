@@ -60,6 +60,8 @@ def full_history(trial: Trial, keys: Keys, participant: str = "S01-001") -> dict
 
 def test_every_audit_column_in_csv_and_json_for_every_type(trial: Trial, keys: Keys, run: Cli) -> None:
     full_history(trial, keys)
+    trial.append(Command("DocumentRegistered", None, {"kind": "protocol", "version": "1.1", "sha256": "a" * 64,
+                                                      "file_name": "protocol-1.1.pdf"}), keys.signers["admin"])
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,
                                                    "icf_version": "1.1"}), keys.signers["admin"])
     trial.append(Command("SignerRevoked", None, {"user_id": "coord1"}, reason="left"), keys.signers["admin"])

@@ -31,6 +31,7 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
     assert "initialised MSC-T2DM" in out
     assert "registered dr-li as investigator" in out
     assert "lab FBG: 8.4 mmol/L" in out                      # show
+    assert "icf-1.0.txt: registered icf version 1.0" in out  # document check
     assert "dr-li (investigator, Dr Li Wei)" in out          # audit
     assert "OK: every hash link" in out                      # verify before tampering
     assert "package OK: manifest signed by the pinned key" in out  # the inspector's one command

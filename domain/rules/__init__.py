@@ -12,6 +12,7 @@ ICF versions in force) returning typed ``Deviation`` values. Where to look:
 | follow-up visit outside its window | ``visits.py`` |
 | late entry, serious AE reported late | ``timeliness.py`` |
 | explicit ``ProtocolDeviationRecorded`` | ``recorded.py`` |
+| procedure after an amendment without re-consent | ``reconsent.py`` |
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from domain.rules.dosing import dose_not_allowed, dose_schedule, dose_product_ch
 from domain.rules.eligibility import eligibility_against_labs, enrolment_criteria
 from domain.rules.history import Deviation, Entry, History, IcfVersion
 from domain.rules.recorded import recorded_deviations
+from domain.rules.reconsent import procedure_without_reconsent
 from domain.rules.timeliness import late_entry, serious_ae_late
 from domain.rules.visits import visit_outside_window
 
@@ -42,6 +44,7 @@ RULES: tuple[Rule, ...] = (
     late_entry,
     serious_ae_late,
     recorded_deviations,
+    procedure_without_reconsent,
 )
 
 

@@ -32,8 +32,10 @@ def data_after_withdrawal(h: History) -> Iterator[Deviation]:
 
 
 def icf_not_current(h: History) -> Iterator[Deviation]:
+    """Judged by clinical time: a consent signed before an amendment took effect, entered after it, is current."""
     for c in h.of("ConsentSigned"):
-        current = h.icf_in_force(c.position)
+        in_force = [v for v in h.versions_before(c.position) if v.effective is None or v.effective <= c.occurred]
+        current = in_force[-1].version if in_force else h.protocol.icf_version
         if c.data.get("icf_version") != current:
             yield h.deviation("icf_not_current", True, [c],
                               f"consent on ICF version {c.data.get('icf_version')} while {current} was current")

@@ -27,10 +27,16 @@ class Entry:
 
 @dataclass(frozen=True)
 class IcfVersion:
-    """From global position ``position`` on, ``version`` is the current ICF."""
+    """From global position ``position`` on, ``version`` is the current ICF.
+
+    An amendment also applies only to what happened clinically from its
+    ``effective`` time (its ``occurred_at``) on, and may require re-consent.
+    """
 
     position: int
     version: str
+    effective: datetime | None = None
+    reconsent_required: bool = False
 
 
 @dataclass(frozen=True)
