@@ -324,6 +324,8 @@ def test_report_as_of_shows_nothing_recorded_later_and_judges_only_that_prefix(t
     assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(tmp_path / "cp1")).exit_code == 0
     then_size = trial.store.count()
     as_of = lab.recorded_at
+    trial.append(Command("DocumentRegistered", None, {"kind": "protocol", "version": "1.1", "sha256": "b" * 64,
+                                                      "file_name": "protocol-1.1.pdf"}), s["admin"])
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "b" * 64,
                                                    "icf_version": "2.0"}), s["admin"])
     trial.append(Command("SignerRegistered", None, {
@@ -340,7 +342,7 @@ def test_report_as_of_shows_nothing_recorded_later_and_judges_only_that_prefix(t
     now_r = run("report", "--out", str(tmp_path / "now.html"))
     assert now_r.exit_code == 0, now_r.output
     now = (tmp_path / "now.html").read_text()
-    for later in ("ICF 2.0", "Laura Late", "transposed on entry", "sample haemolysed", "7.2"):
+    for later in ("ICF 2.0", "protocol-1.1.pdf", "Laura Late", "transposed on entry", "sample haemolysed", "7.2"):
         assert later in now and later not in then, later
     assert "<td>FBG value</td><td class=\"mono\">6.2 → 7.2</td>" in now  # the item a correction changed
     assert f"authorisation of {then_size} events checks" in then and "VERIFIED" in then
@@ -356,6 +358,8 @@ def test_the_in_memory_log_gives_the_projections_rows(trial: Trial, keys: Keys) 
     from tests.test_projections import full_history
     full_history(trial, keys)
     full_history(trial, keys, participant="S01-002")
+    trial.append(Command("DocumentRegistered", None, {"kind": "protocol", "version": "1.1", "sha256": "a" * 64,
+                                                      "file_name": "protocol-1.1.pdf"}), keys.signers["admin"])
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,
                                                    "icf_version": "1.1"}), keys.signers["admin"])
     log = load(trial.store)
