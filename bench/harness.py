@@ -119,10 +119,11 @@ def plain_store_seconds(db: str, jsonl: Path, n: int) -> float:
 
     env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": db, "ORIGINATOR_ID_TYPE": "text"}
     if db.startswith("postgresql"):
-        from ledger.store import _env_for, _ensure_schema
+        from ledger.adapter import ensure_schema, settings
+        from ledger.location import Location
 
-        pg = _env_for(db)
-        _ensure_schema(pg)
+        ensure_schema(Location.parse(db))
+        pg = settings(Location.parse(db), create_table=True)
         env = {k: v for k, v in pg.items() if k.startswith("POSTGRES_")}
         env.update(PERSISTENCE_MODULE="eventsourcing.postgres", ORIGINATOR_ID_TYPE="text")
     app = Application(env=env)

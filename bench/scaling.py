@@ -108,7 +108,7 @@ def many_studies(work: Path, studies: int, per_study: int) -> list[str]:
         with ThreadPoolExecutor(studies) as pool:
             latencies = [t for ts in pool.map(appends, dbs) for t in ts]
         latencies.sort()
-        return [f"| studies at once | events each | import wall (s) | total ev/s | append median (s) | append p95 (s) |",
+        return ["| studies at once | events each | import wall (s) | total ev/s | append median (s) | append p95 (s) |",
                 "|---|---|---|---|---|---|",
                 f"| {studies} | {per_study:,} | {wall:.1f} | {studies * per_study / wall:,.0f} | "
                 f"{statistics.median(latencies):.2f} | {latencies[int(0.95 * (len(latencies) - 1))]:.2f} |"]

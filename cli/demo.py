@@ -12,7 +12,8 @@ from domain.service import Trial
 from domain.signers import SignerRegistry
 from ledger.errors import InputRefused
 from ledger.keys import write_key_pair
-from ledger.store import is_postgres
+from ledger.location import is_postgres
+from ledger.verdict import judge
 from ledger.verify import verify_records
 from projections.projector import Projections
 
@@ -60,10 +61,11 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     for d in projections.deviations():
         click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
     click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")
-    if report.ok:
+    verdict = judge(report)
+    if verdict.ok:
         click.echo(f"verify: OK — {report.events} events, every hash link, signature and authorisation checked")
     else:
-        click.echo(f"verify: FAILED — {report.sorted()[0].line()}", err=True)
+        click.echo(f"verify: FAILED — {verdict.reason}", err=True)
     people = ", ".join(f"{u} ({role})" for u, (_n, role) in PEOPLE.items())
     click.echo(f"\nsigners' keys: {keys_dir}/  (passphrase: {DEMO_PASSPHRASE}) — {people}")
     click.echo(f"registered documents: {', '.join(f'{keys_dir}/{name}' for name in scenario.documents)}")
@@ -78,4 +80,4 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):
         click.echo(f"  {line}")
-    ctx.exit(0 if report.ok else 1)
+    ctx.exit(0 if verdict.ok else 1)

@@ -16,6 +16,7 @@ from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, utc_now
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
+from ledger.verdict import judge
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
@@ -224,10 +225,9 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
                                 authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
     findings = report.sorted()
-    root_ok = expect_root is None or report.root_fingerprint == expect_root.lower()
-    ok = report.ok and root_ok and (report.events > 0 or since_checkpoint)
+    verdict = judge(report, expect_root=expect_root, since_checkpoint=since_checkpoint)
     payload = {
-        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
+        "ok": verdict.ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
         "expected_root": expect_root, "head_position": report.head_position,
         "head_hash": report.head_hash.hex(), "tree_size": report.tree_size, "tree_root": report.tree_root.hex(),
         "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
@@ -242,18 +242,14 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         click.echo(f"tree size: {report.tree_size}  root: {report.tree_root.hex()}")
         if cp is not None:
             click.echo(f"checkpoint: size {cp.size}, root {cp.root.hex()}")
-    if not root_ok:
-        click.echo(f"FAIL: root key {report.root_fingerprint} is not the expected {expect_root}", err=True)
-    elif report.events == 0 and not since_checkpoint and not findings:
-        click.echo("FAIL: the ledger is empty", err=True)
-    elif findings:
-        click.echo(f"FAIL: {findings[0].line()}", err=True)
-        if report.finding_count > 1:
+    if not verdict.ok:
+        click.echo(f"FAIL: {verdict.reason}", err=True)
+        if verdict.more:
             click.echo(f"({report.finding_count} findings in all; --json lists them)", err=True)
     elif not ctx.obj.get("json"):
         extra = " and the log extends the checkpoint" if cp is not None else ""
         click.echo(f"OK: every hash link, signature and authorisation verifies{extra}")
-    ctx.exit(0 if ok else 1)
+    ctx.exit(0 if verdict.ok else 1)
 
 
 @cli.command("schema")

@@ -14,20 +14,53 @@ import click
 
 from ledger.errors import LedgerError, UsageProblem
 from ledger.keys import Signer, is_world_readable, read_private
-from ledger.store import Store, is_postgres
+from ledger.store import Store
 
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 
 
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)
+        ctx.obj["json"] = True
+
+
+def json_option() -> click.Option:
+    """``--json`` after the command: the same switch as ``trial-ledger --json COMMAND``."""
+    return click.Option(["--json"], is_flag=True, expose_value=False, is_eager=True, callback=_set_json,
+                        help="Machine-readable output (same as the group's --json).")
+
+
+def accept_json(command: click.Command) -> None:
+    """Give ``command`` (and every subcommand of a group) a trailing ``--json``, unless it has one."""
+    if not any("--json" in p.opts for p in command.params if isinstance(p, click.Option)):
+        command.params.append(json_option())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_json(sub)
+
+
 class LedgerGroup(click.Group):
-    """Maps every library error to its one-line message and exit code (SPEC §6)."""
+    """Maps every library error to its one-line message and exit code (SPEC §6).
+
+    Every command it resolves accepts ``--json`` after the command too, so a
+    command registered from any module gets it without doing anything.
+    """
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            accept_json(command)
+        return name, command, rest
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Usage errors as one line naming the option (exit 2), instead of click's usage block."""
+        run: Any = super().main  # click's overloads do not take *args
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run(*args, standalone_mode=False, **kwargs)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = run(*args, standalone_mode=False, **kwargs)
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
@@ -58,10 +91,8 @@ class LedgerGroup(click.Group):
 
 
 def open_store(ctx: click.Context, *, create: bool = False) -> Store:
-    db: str = ctx.obj["db"]
-    if not is_postgres(db) and not create and not Path(db).exists():
-        raise UsageProblem(f"--db {db}: no ledger there (create one with `trial-ledger init`)")
-    store = Store(db)
+    """The ledger at --db; only ``create=True`` (init, demo, import into a new target) may create one."""
+    store = Store(ctx.obj["db"], create=create)
     ctx.call_on_close(store.close)
     return store
 
@@ -92,6 +123,7 @@ def progress(ctx: click.Context, label: str, length: int | None = None) -> Itera
     if not sys.stderr.isatty() or ctx.obj.get("json"):
         yield lambda n: None
         return
+    bar: Any
     with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True) as bar:
         yield bar.update
 

@@ -42,7 +42,7 @@ def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out:
     signer = load_signer(key, passphrase_file)
     store = open_store(ctx)
     registry = Trial(store).registry()
-    if registry.root_public is None or registry.study_id is None:
+    if registry.root_public is None or registry.study_id is None or registry.root_fingerprint is None:
         raise InputRefused("--db: the ledger is not initialised")
     if signer.public_raw != registry.root_public:
         raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`)")

@@ -12,8 +12,10 @@ import click
 
 from cli.options import emit, open_store
 from domain.events import CATALOGUE
+from domain.protocol import LEGACY_PRODUCT, Product
 from domain.service import Trial
 from domain.signers import STUDY_STREAM
+from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
@@ -26,7 +28,7 @@ from projections.timetravel import state_at
 TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
 
 
-class IsoTime(click.ParamType):
+class IsoTime(click.ParamType):  # type: ignore[type-arg]
     """An ISO 8601 time with an offset; a time without one is a usage error, never guessed."""
 
     name = "ISO-8601"
@@ -34,9 +36,8 @@ class IsoTime(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
-        try:
-            parsed = datetime.fromisoformat(str(value))
-        except ValueError:
+        parsed = parse_time(str(value), aware=False)
+        if parsed is None:
             self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
         if parsed.tzinfo is None:
             self.fail(f"{value!r} has no UTC offset (add e.g. Z or +08:00)", param, ctx)
@@ -57,6 +58,7 @@ def projections(ctx: click.Context) -> Projections:
 @click.pass_context
 def show(ctx: click.Context, participant: str, as_of: datetime | None, position: int | None) -> None:
     """One participant's current state, or as it stood at --as-of / --position."""
+    st: dict[str, Any] | None
     if as_of is not None or position is not None:
         st = state_at(Trial(open_store(ctx)), participant, as_of=as_of, position=position)
     else:
@@ -65,12 +67,15 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
         if st is None:
             raise InputRefused(f"participant: {participant} is not in the ledger")
         st["deviations"] = proj.deviations(participant)
+    assert st is not None
     store = open_store(ctx)
     kept = [r for r in store.stream_records(participant) if r.position <= st["last_position"]]
     st["signatures"] = signatures(kept, store.stream_records(STUDY_STREAM))
     public = {k: v for k, v in st.items() if k != "entries"}
     consent = [e for e, entry in st.get("entries", {}).items() if entry["type"] == "ConsentSigned"]
-    emit(ctx, public, _render_state(public, consent[-1] if consent else None))
+    protocol = Trial(store).registry().protocol
+    emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT,
+                                    consent[-1] if consent else None))
 
 
 def _signed(st: dict[str, Any], event_id: str | None) -> list[str]:
@@ -83,7 +88,7 @@ def _signed(st: dict[str, Any], event_id: str | None) -> list[str]:
                                      for c in sig["changes"]]
 
 
-def _render_state(st: dict[str, Any], consent_event: str | None = None) -> str:
+def _render_state(st: dict[str, Any], product: Product, consent_event: str | None = None) -> str:
     lines = [f"{st['participant']}  status: {st['status']}  site: {st['site']}  sex: {st['sex']}  "
              f"born: {st['birth_year']}"]
     if st.get("as_of") or st.get("as_of_position"):
@@ -103,8 +108,9 @@ def _render_state(st: dict[str, Any], consent_event: str | None = None) -> str:
         lines += _signed(st, lab["event_id"])
     for d in st["doses"]:
         flag = " VOIDED" if d["voided"] else ""
-        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']} "
-                     f"{d['cell_count']:g} cells, viability {d['viability_pct']}%{flag}")
+        values = product.describe(d.get("product") or {})
+        lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']}"
+                     f"{' ' + values if values else ''}{flag}")
         lines += _signed(st, d["event_id"])
     for v in st["visits"]:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
@@ -145,8 +151,8 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     proj = projections(ctx)
     rows = proj.audit(
         participant=participant, user=user, type_name=type_name,
-        since_us=audit_rows.epoch_us(since.isoformat()) if since else None,
-        until_us=audit_rows.epoch_us(until.isoformat()) if until else None)
+        since_us=epoch_us(since.isoformat()) if since else None,
+        until_us=epoch_us(until.isoformat()) if until else None)
     out = sys.stdout
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=audit_rows.COLUMNS, lineterminator="\n")

@@ -33,6 +33,7 @@ import random
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -129,7 +130,7 @@ class Scenario:
     def new_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def add(self, user: str, type_name: str, pid: str | None, data: dict, when: datetime, *,
+    def add(self, user: str, type_name: str, pid: str | None, data: dict[str, Any], when: datetime, *,
             lag: timedelta | None = None, reason: str | None = None, meaning: str | None = None) -> str:
         event_id = self.new_id()
         recorded = when + (lag if lag is not None else timedelta(hours=self.rng.uniform(0.2, 6)))
@@ -187,7 +188,7 @@ class Scenario:
             if criterion == fails:
                 met = not met
                 failed.append(criterion)
-            data: dict = {"criterion": criterion, "met": met}
+            data: dict[str, Any] = {"criterion": criterion, "met": met}
             if criterion in values:
                 data["value"] = values[criterion]
             if criterion == "E4" and fails == "E4":
@@ -217,8 +218,9 @@ class Scenario:
             route = "intra-arterial-pancreatic" if number == 1 else "intravenous"
             self.add("pharm-liu", "InfusionAdministered", pid, {
                 "dose_number": number, "route": route, "lot": f"BM-MSC-{pid}-D{number}",
-                "cell_source": "autologous bone marrow", "cell_count": float(rng.randint(50, 80)) * 1e6,
-                "viability_pct": round(rng.uniform(90, 98), 1), "identity_checked": True,
+                "product": {"cell_source": "autologous bone marrow", "cell_count": float(rng.randint(50, 80)) * 1e6,
+                            "viability_pct": round(rng.uniform(90, 98), 1)},
+                "identity_checked": True,
                 "ended_at": (start + timedelta(minutes=45 if number == 1 else 30)).isoformat()}, start)
             if n == DOSE2_DAY9 and number == 2:
                 self.add("mon-smith", "ProtocolDeviationRecorded", pid, {
@@ -302,7 +304,7 @@ def build(trial: Trial, clock: SimClock, protocol: Protocol, *, seed: int, parti
     scenario.amendment()
     scenario.plan.sort()
     batch: list[Planned] = []
-    for item in scenario.plan + [None]:  # type: ignore[list-item]
+    for item in [*scenario.plan, None]:
         if batch and (item is None or item.user != batch[0].user or item.recorded_at != batch[-1].recorded_at):
             clock.now = batch[-1].recorded_at
             trial.append_batch([b.command for b in batch], signers[batch[0].user])

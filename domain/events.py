@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
 
 from ledger.errors import InputRefused
 
@@ -122,15 +122,41 @@ class Enrolled(Payload):
     pass
 
 
+LEGACY_PRODUCT_FIELDS = ("cell_source", "cell_count", "viability_pct")
+"""Product values that events written before protocols declared a product hold at the top level."""
+
+
 class InfusionAdministered(Payload):
+    """A dose: generic fields here; the product's own values in ``product``, checked against the protocol."""
+
     dose_number: int = Field(ge=1, le=3)
-    route: Literal["intra-arterial-pancreatic", "intravenous"]
+    route: str = ShortText
     lot: str = ShortText
-    cell_source: str = ShortText
-    cell_count: float = Field(gt=0)
-    viability_pct: float = Field(ge=0, le=100)
     identity_checked: StrictBool
     ended_at: str | None = None
+    product: dict[str, StrictStr | StrictBool | float] = Field(
+        default_factory=dict, description="Values the protocol's [product] declares, e.g. cell_count")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_product_fields(cls, data: Any) -> Any:
+        """Input in the older spelling (cell fields at the top level) is stored in ``product``."""
+        if isinstance(data, dict) and any(k in data for k in LEGACY_PRODUCT_FIELDS):
+            data = dict(data)
+            product = dict(data["product"]) if isinstance(data.get("product"), dict) else {}
+            for k in LEGACY_PRODUCT_FIELDS:
+                if k in data:
+                    product.setdefault(k, data.pop(k))
+            data["product"] = product
+        return data
+
+
+def product_values(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored dose's product values, in either spelling (old events hold them at the top level)."""
+    product = data.get("product")
+    if isinstance(product, dict):
+        return dict(product)
+    return {k: data[k] for k in LEGACY_PRODUCT_FIELDS if k in data}
 
 
 class VisitCompleted(Payload):

@@ -165,7 +165,7 @@ def validate_changes(target_type: str, changes: dict[str, Any]) -> None:
         if info is None:
             raise InputRefused(f"data.changes.{name}: {target_type} has no field {name!r}")
         try:
-            TypeAdapter(Annotated[info.annotation, info]).validate_python(value)
+            TypeAdapter(Annotated[info.annotation, info]).validate_python(value)  # type: ignore[arg-type]
         except ValidationError as e:
             raise InputRefused(f"data.changes.{name}: {e.errors()[0]['msg']}") from None
 
@@ -205,6 +205,10 @@ def _check_screen_failed(_: Participant, p: dict[str, Any], protocol: Protocol) 
 def _check_infusion(_: Participant, p: dict[str, Any], protocol: Protocol) -> None:
     if protocol.dose(p["dose_number"]) is None:
         raise InputRefused(f"data.dose_number: the protocol has no dose {p['dose_number']}")
+    product = protocol.investigational_product()
+    if p["route"] not in product.routes:
+        raise InputRefused(f"data.route: {p['route']!r} is not a route of {product.name} ({', '.join(product.routes)})")
+    product.check(p.get("product", {}))
 
 
 def _check_visit(_: Participant, p: dict[str, Any], protocol: Protocol) -> None:

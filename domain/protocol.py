@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from ledger.canonical import canonical_bytes
 from ledger.errors import InputRefused
@@ -74,6 +83,99 @@ class Dose(_Strict):
     route: str
 
 
+class ProductField(_Strict):
+    """One value recorded with each dose of the investigational product (e.g. a cell count)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["text", "number"]
+    min: float | None = None
+    above: float | None = Field(default=None, description="exclusive lower bound")
+    max: float | None = None
+    required: bool = True
+
+    def problem(self, value: object) -> str | None:
+        """Why ``value`` is not acceptable here, or None."""
+        if self.kind == "text":
+            if not isinstance(value, str) or not 1 <= len(value) <= 200:
+                return "must be text of 1 to 200 characters"
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return "must be a number"
+        if self.min is not None and value < self.min:
+            return f"must be at least {self.min:g}"
+        if self.above is not None and value <= self.above:
+            return f"must be greater than {self.above:g}"
+        if self.max is not None and value > self.max:
+            return f"must be at most {self.max:g}"
+        return None
+
+
+class Product(_Strict):
+    """The investigational product: its routes and the values recorded with each dose.
+
+    A trial-specific fact, so it lives in the protocol file and not in the
+    generic event catalogue: a vaccine declares intramuscular doses and no cell
+    fields; the MSC trial declares cell source, count and viability.
+    """
+
+    name: str = Field(min_length=1)
+    routes: tuple[str, ...] = Field(min_length=1)
+    fields: tuple[ProductField, ...] = ()
+    display: str = Field(default="", description="how `show` prints a dose's values, e.g. '{cell_count:g} cells'")
+
+    @model_validator(mode="after")
+    def _display_names_declared_fields(self) -> Product:
+        ids = {f.id for f in self.fields}
+        try:
+            names = [name for _text, name, _spec, _conv in string.Formatter().parse(self.display) if name is not None]
+        except ValueError as e:
+            raise ValueError(f"display: {e}") from None
+        for name in names:
+            if name not in ids:
+                raise ValueError(f"display: {{{name}}} is not a declared field")
+        return self
+
+    def check(self, values: object, where: str = "data.product") -> None:
+        """Refuse values the protocol does not declare, or declares otherwise (one line naming the field)."""
+        if not isinstance(values, dict):
+            raise InputRefused(f"{where}: must be a JSON object")
+        declared = {f.id: f for f in self.fields}
+        for name in values:
+            if name not in declared:
+                known = ", ".join(declared) or "none"
+                raise InputRefused(f"{where}.{name}: not a field of {self.name} (declared: {known})")
+        for f in self.fields:
+            if f.id not in values:
+                if f.required:
+                    raise InputRefused(f"{where}.{f.id}: required by the protocol for {self.name}")
+                continue
+            problem = f.problem(values[f.id])
+            if problem:
+                raise InputRefused(f"{where}.{f.id}: {problem}")
+
+    def describe(self, values: dict[str, Any]) -> str:
+        """A dose's values as the protocol's ``display`` says (each placeholder a declared field)."""
+        out = []
+        for text, name, spec, _conv in string.Formatter().parse(self.display):
+            out.append(text)
+            if name is not None:
+                value = values.get(name)
+                try:
+                    out.append(format(value, spec or ""))
+                except (TypeError, ValueError):
+                    out.append(str(value))
+        return "".join(out)
+
+
+LEGACY_PRODUCT = Product(
+    name="cell product", routes=("intra-arterial-pancreatic", "intravenous"),
+    fields=(ProductField(id="cell_source", kind="text"), ProductField(id="cell_count", kind="number", above=0),
+            ProductField(id="viability_pct", kind="number", min=0, max=100)),
+    display="{cell_count:g} cells, viability {viability_pct}%",
+)
+"""What a protocol without a ``[product]`` section (written before products were declared) records."""
+
+
 class Visit(_Strict):
     id: str
     day: int = Field(ge=0)
@@ -108,6 +210,7 @@ class Protocol(_Strict):
     doses: tuple[Dose, ...]
     visits: tuple[Visit, ...] = ()
     roles: dict[str, Role]
+    product: Product | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -121,7 +224,19 @@ class Protocol(_Strict):
                     raise ValueError(f"criteria.{c.id}: unknown analyte {check.analyte!r}")
         if "admin" not in self.roles:
             raise ValueError("roles: an 'admin' role is required")
+        routes = self.investigational_product().routes
+        for d in self.doses:
+            if d.route not in routes:
+                raise ValueError(f"doses: dose {d.number}'s route {d.route!r} is not a product route ({', '.join(routes)})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_product(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A protocol without a product section keeps the document (and hash) it always had."""
+        data: dict[str, Any] = handler(self)
+        if self.product is None:
+            data.pop("product", None)
+        return data
 
     # -- derived views --------------------------------------------------------------------
 
@@ -140,6 +255,9 @@ class Protocol(_Strict):
     def dose(self, number: int) -> Dose | None:
         return next((d for d in self.doses if d.number == number), None)
 
+    def investigational_product(self) -> Product:
+        return self.product or LEGACY_PRODUCT
+
     def visit(self, visit_id: str) -> Visit | None:
         return next((v for v in self.visits if v.id == visit_id), None)
 
@@ -153,7 +271,7 @@ def parse_protocol(document: dict[str, Any], source: str = "protocol") -> Protoc
         return Protocol.model_validate(document)
     except ValidationError as e:
         first = e.errors()[0]
-        raise InputRefused(f"{source}: {_location(first)}: {first['msg']}") from None
+        raise InputRefused(f"{source}: {_location(dict(first))}: {first['msg']}") from None
 
 
 def load_protocol(path: Path) -> Protocol:

@@ -18,10 +18,9 @@ from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError
 
 from ledger.envelope import Envelope
-from ledger.errors import InputRefused, StoreBusy
+from ledger.errors import InputRefused, PositionTaken, StoreBusy
 from ledger.keys import Signer, public_from_b64, raw_public_bytes
 from ledger.store import Store
 from ledger.verify import Unauthorised
@@ -124,7 +123,7 @@ class Trial:
             try:
                 self._save([env], signer)
                 return env
-            except IntegrityError:
+            except PositionTaken:
                 self._refuse_duplicate_id(command.event_id)
                 # Full jitter, so two tight writers do not collide in step forever.
                 time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))

@@ -11,6 +11,7 @@ for every authorisation rule.
 from __future__ import annotations
 
 import base64
+import contextlib
 import binascii
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -124,7 +125,7 @@ class SignerRegistry:
         if entry.valid_from is not None:
             try:
                 recorded = parse_instant(envelope.recorded_at, "recorded_at")
-            except Exception:
+            except Exception:  # noqa: BLE001 - any unparsable time is an authorisation failure
                 raise Unauthorised("recorded_at is not a valid time") from None
             if recorded < entry.valid_from:
                 raise Unauthorised(f"key of {entry.user_id} is not valid before {entry.valid_from.isoformat()}")
@@ -148,10 +149,8 @@ class SignerRegistry:
         """Apply a study-level event; malformed data is ignored (verify reports it elsewhere)."""
         handler = getattr(self, f"_on_{envelope.type}", None)
         if handler is not None:
-            try:
+            with contextlib.suppress(Exception):  # a hostile payload must never crash the verifier
                 handler(envelope)
-            except Exception:  # noqa: BLE001 - a hostile payload must never crash the verifier
-                pass
 
     def _on_StudyInitialised(self, env: Envelope) -> None:
         if self.initialised:

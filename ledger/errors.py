@@ -43,3 +43,18 @@ class StoreError(LedgerError):
     """The database cannot be opened or is not a ledger (exit 4)."""
 
     exit_code = 4
+
+
+class StoreConflict(StoreBusy):
+    """The database refused a write for a uniqueness or integrity rule; nothing was written.
+
+    The storage port raises it (never the database library's own exception
+    classes), e.g. when another process recorded a projection position first.
+    """
+
+
+class PositionTaken(StoreConflict):
+    """Another writer took the stream position (or the event id) first; nothing was written.
+
+    The domain re-reads and retries; if it escapes, the user may simply try again.
+    """

@@ -45,7 +45,7 @@ def is_signed_log(path: Path) -> bool:
     try:
         with path.open("rb") as f:
             first = f.readline()
-        return isinstance(row := json.loads(first), dict) and SIGNED_FIELDS <= set(row)
+        return isinstance(row := json.loads(first), dict) and set(row) >= SIGNED_FIELDS
     except (OSError, ValueError):
         return False
 

@@ -48,7 +48,7 @@ def verify_log(store: Store, authority: Authority, *, jobs: int | None = None, n
         report = Report()
         report.add(Finding(0, "", f"checkpoint: {e}"))
         return report, None
-    compact, snapshot = CompactRange(), []
+    compact, snapshot = CompactRange(), list[bytes]()
     report = verify_records(_folding(store.records(), compact, cp.size if cp else None, snapshot), authority,
                             jobs=jobs, on_progress=on_progress)
     report.tree_size, report.tree_root = compact.size, compact.root()
@@ -121,7 +121,8 @@ def _verify_since(store: Store, authority: Authority, note: str, jobs: int | Non
                 report.add(Finding(record.position, record.event_id, "signature does not verify"))
             authority.observe(env)
     _check_note(report, note, authority.root_public)
-    found = store._query(f"WHERE {store._pos} = ?", (boundary,))
+    at = store.record_at(boundary)
+    found = [at] if at is not None else []
     if not found:
         report.add(Finding(boundary, "", f"truncated: the checkpoint's last event (position {boundary}) "
                                          "is gone from the log"))

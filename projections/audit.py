@@ -8,9 +8,9 @@ in every export.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from domain.timeutil import epoch_us, utc_text
 from ledger.canonical import canonical_bytes
 from ledger.envelope import Envelope, Record
 
@@ -23,25 +23,6 @@ COLUMNS = (
 
 def as_json(value: Any) -> str | None:
     return None if value is None else canonical_bytes(value).decode()
-
-
-def epoch_us(text: str) -> int:
-    try:
-        value = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return 0
-    if value.tzinfo is None:
-        return 0
-    return int(value.timestamp() * 1_000_000)
-
-
-def utc_text(text: str) -> str:
-    """``recorded_at`` shown in UTC with microseconds, whatever the stored form."""
-    try:
-        value = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return text
-    return value.astimezone(UTC).isoformat(timespec="microseconds") if value.tzinfo else text
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,12 @@ from __future__ import annotations
 import types
 import typing
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
 from functools import cache
 from typing import IO, Any
 
 from domain.events import CATALOGUE, MEANINGS, EventType
+from domain.timeutil import utc_text
+from ledger.canonical import canonical_bytes
 from ledger.envelope import Envelope, Record
 from projections.verified_log import VerifiedLog
 
@@ -70,12 +71,12 @@ def _data_type(et: EventType, name: str, annotation: Any) -> str:
     if len(args) != 1:
         return "text"
     base = typing.get_origin(args[0]) or args[0]
-    return {bool: "boolean", int: "integer", float: "float"}.get(base, "text")
+    return {bool: "boolean", int: "integer", float: "float", dict: "object"}.get(base, "text")
 
 
 @cache
 def item_defs(et: EventType) -> list[tuple[str, str]]:
-    """(field, ODM DataType) of every item of a form, derived from the payload model."""
+    """(field, ODM DataType) of every item of a form, derived from the payload model ("object" for a dict)."""
     hints = typing.get_type_hints(et.model)
     return [(name, _data_type(et, name, hints[name])) for name in et.model.model_fields] + list(EXTRA_ITEMS)
 
@@ -98,6 +99,15 @@ def _sub(parent: ET.Element, tag: str, attrs: dict[str, str | None] | None = Non
     return e
 
 
+def _flat(items: dict[str, Any]) -> dict[str, Any]:
+    """``{"product": {"cell_count": 1e6}}`` as ``{"product.cell_count": 1e6}``, keeping the whole object too."""
+    out = dict(items)
+    for key, value in items.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+    return out
+
+
 def _value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -105,11 +115,13 @@ def _value(v: Any) -> str:
         return str(int(v))
     if isinstance(v, list):
         return ",".join(_value(x) for x in v)
+    if isinstance(v, dict):
+        return canonical_bytes(v).decode()
     return str(v)
 
 
 def _utc(text: str) -> str:
-    return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="microseconds")
+    return utc_text(text)
 
 
 def write_odm(log: VerifiedLog, out: IO[str]) -> int:
@@ -124,6 +136,20 @@ class _Writer:
         self.study = self.registry.study_id or "STUDY"
         protocol = self.registry.protocol
         self.mdv = f"MDV.{protocol.version}" if protocol else "MDV.1"
+
+    def items_of(self, type_name: str) -> list[tuple[str, str]]:
+        """A form's items: the payload model's fields, a dict field spread into the keys the protocol declares
+        for it (the investigational product's values: ``product.cell_count``), then the envelope's extras."""
+        layout: list[tuple[str, str]] = []
+        product = self.registry.protocol.investigational_product() if self.registry.protocol else None
+        for field, data_type in item_defs(CATALOGUE[type_name]):
+            if data_type != "object":
+                layout.append((field, data_type))
+            elif field == "product" and product is not None:
+                layout += [(f"product.{f.id}", "float" if f.kind == "number" else "text") for f in product.fields]
+            else:
+                layout.append((field, "text"))  # canonical JSON of the whole object
+        return layout
 
     def write(self, out: IO[str]) -> int:
         head = self.log.records[-1].hash.hex()[:16] if self.log.records else "empty"
@@ -161,7 +187,7 @@ class _Writer:
         _sub(_sub(mdv, "Protocol"), "StudyEventRef", {"StudyEventOID": "SE.TRIAL", "Mandatory": "Yes"})
         se = _sub(mdv, "StudyEventDef", {"OID": "SE.TRIAL", "Name": "Trial record", "Repeating": "No",
                                          "Type": "Common"})
-        layouts = [(name, item_defs(et)) for name, et in forms().items()] + [(DERIVED, DERIVED_ITEMS)]
+        layouts = [(name, self.items_of(name)) for name in forms()] + [(DERIVED, DERIVED_ITEMS)]
         for type_name, _items in layouts:
             _sub(se, "FormRef", {"FormOID": f"F.{type_name}", "Mandatory": "No"})
         for type_name, _items in layouts:
@@ -256,8 +282,8 @@ class _Writer:
             key = self._key(form, target)
             if env.type == "EntryVoided":
                 return form, key, "Remove", {}
-            fields = {name for name, _dt in item_defs(CATALOGUE[form])}
-            changes = {k: v for k, v in (env.data.get("changes") or {}).items() if k in fields}
+            fields = {name for name, _dt in self.items_of(form)}
+            changes = {k: v for k, v in _flat(env.data.get("changes") or {}).items() if k in fields}
             return form, key, "Update", changes
         if env.type not in CATALOGUE or not CATALOGUE[env.type].participant:
             return None
@@ -290,7 +316,8 @@ class _Writer:
         _sub(sig, "LocationRef", {"LocationOID": f"LOC.{site}"})
         _sub(sig, "SignatureRef", {"SignatureOID": f"SD.{env.meaning}"})
         _sub(sig, "DateTimeStamp", text=_utc(env.recorded_at))
-        for field, _dt in item_defs(CATALOGUE[form]):
+        items = _flat(items)
+        for field, _dt in self.items_of(form):
             if field in items and items[field] is not None:
                 _sub(group, "ItemData", {"ItemOID": _oid(form, field), "Value": _value(items[field]),
                                          "TransactionType": kind})

@@ -14,12 +14,12 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Tracking
-
 from domain.protocol import Protocol
+from domain.rules import Deviation
 from domain.service import Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
 from ledger.envelope import Envelope, Record
+from ledger.errors import StoreConflict
 from ledger.signatures import SignatureChecks
 from ledger.store import Store
 from ledger.verify import Unauthorised
@@ -52,11 +52,9 @@ class Projections:
     def __init__(self, store: Store):
         self.store = store
         self.trial = Trial(store)
-        self.tracking = store.app.factory.tracking_recorder()
-        self.tracking.create_table()  # the store skips DDL for an existing log; tracking may be new
+        store.ensure_tracking()  # the store skips DDL for an existing log; tracking may be new
         self.names = {t: store.table(f"proj_{t}") for t in TABLES}
         self.meta = store.table("proj_meta")
-        self.tracking_table = store.table(getattr(self.tracking, "tracking_table_name", "tracking"))
         if self._current_schema():
             return  # nothing to create: the least-privilege role may not run DDL on tables it does not own
         with store.write_transaction() as c:
@@ -83,12 +81,12 @@ class Projections:
         self._forget_position(c)
 
     def _forget_position(self, c: Any) -> None:
-        c.execute(self.store.sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"), (TRACKING_NAME,))
+        self.store.forget_position(c, TRACKING_NAME)
 
     # -- catching up ---------------------------------------------------------------------------
 
     def position(self) -> int:
-        return self.tracking.max_tracking_id(TRACKING_NAME) or 0
+        return self.store.tracked_position(TRACKING_NAME)
 
     def catch_up(self, on_progress: Callable[[int], None] | None = None, jobs: int | None = None) -> int:
         """Project every event after the tracked position; returns how many were projected.
@@ -109,7 +107,7 @@ class Projections:
                     break
                 try:
                     self._project_page(page, registry, checks)
-                except IntegrityError:
+                except StoreConflict:
                     # Another process projected this page first; go on from where it got to.
                     last = self.position()
                     registry = self.trial.registry_at(last)
@@ -160,7 +158,7 @@ class Projections:
             c.executemany(self.store.sql(f"INSERT INTO {self.names['dirty']} (participant) VALUES (?) "
                                          "ON CONFLICT (participant) DO NOTHING"), [(p,) for p in dirty])
             c.execute(f"DELETE FROM {self.names['summary']}")  # stale until _refresh_derived writes it again
-            self.tracking._insert_tracking(c, Tracking(TRACKING_NAME, page[-1].position))
+            self.store.track(c, TRACKING_NAME, page[-1].position)
 
     def _derived_current(self) -> bool:
         """Nothing left dirty and a summary written: a read with nothing new to project does no work."""
@@ -202,8 +200,7 @@ class Projections:
     # -- writing -------------------------------------------------------------------------------
 
     def _fetch_c(self, c: Any, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        c.execute(self.store.sql(statement), params)
-        return c.fetchall()
+        return list(c.execute(statement, params).fetchall())
 
     def _load_state(self, c: Any, participant: str) -> dict[str, Any]:
         rows = self._fetch_c(c, f"SELECT state FROM {self.names['participants']} WHERE participant = ?", (participant,))
@@ -290,9 +287,8 @@ class Projections:
             statement += " WHERE participant = ?"
             params = (participant,)
         rows = self.store.fetch(statement + " ORDER BY participant, seq", params)
-        return [{"participant": r["participant"], "kind": r["kind"], "important": bool(r["important"]),
-                 "event_ids": json.loads(r["event_ids"]), "position": r["first_position"], "message": r["message"]}
-                for r in rows]
+        return [Deviation(r["participant"], r["kind"], bool(r["important"]), tuple(json.loads(r["event_ids"])),
+                          r["first_position"], r["message"]).as_dict() for r in rows]
 
     def summary(self) -> dict[str, Any]:
         rows = self.store.fetch(f"SELECT name, value FROM {self.names['summary']} ORDER BY name")
@@ -301,7 +297,8 @@ class Projections:
     def audit(self, *, participant: str | None = None, user: str | None = None, type_name: str | None = None,
               since_us: int | None = None, until_us: int | None = None, page: int = 5000) -> Iterator[dict[str, Any]]:
         """Audit rows in log order, streamed in pages (keyset pagination): memory stays flat."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("participant", participant), ("user_id", user), ("event_type", type_name)):
             if value is not None:
                 where.append(f"{column} = ?")

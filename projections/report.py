@@ -9,6 +9,7 @@ usable).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.signers import STUDY_STREAM
+from domain.timeutil import calendar_date, parse_time
 from ledger import checkpoint as notes
+from ledger.verdict import judge
 from projections import audit as audit_rows
 from projections.consents import consent_rows, document_rows
 from projections.verified_log import VerifiedLog
@@ -43,10 +46,7 @@ def _x(day: float) -> float:
 
 
 def _date(text: str | None) -> date | None:
-    try:
-        return datetime.fromisoformat(str(text)).date()
-    except ValueError:
-        return None
+    return calendar_date(text)
 
 
 def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any) -> dict[str, Any]:
@@ -131,11 +131,11 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
     aes = []
     for p in participants:
         for ae_id, ae in sorted(p["state"].get("adverse_events", {}).items()):
+            recorded, aware = parse_time(ae.get("recorded_at"), aware=False), parse_time(ae.get("awareness_at"),
+                                                                                      aware=False)
             lag = None
-            try:
-                lag = (datetime.fromisoformat(ae["recorded_at"]) - datetime.fromisoformat(ae["awareness_at"]))
-            except (KeyError, ValueError, TypeError):
-                pass
+            with contextlib.suppress(TypeError):  # one aware, one naive: no lag shown
+                lag = recorded - aware if recorded and aware else None
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
     report = log.report
@@ -143,7 +143,7 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
     template = env.get_template("report.html.j2")
     return template.render(
         study=registry.study_id, protocol=registry.protocol, icf_versions=log.icf_versions,
-        summary=log.summary(), verify=report, verdict_ok=report.ok and report.events > 0,
+        summary=log.summary(), verify=report, verdict=judge(report),
         root_fingerprint=report.root_fingerprint, checkpoint=checkpoint_view(log), participants=participants,
         deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
         generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,

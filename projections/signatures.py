@@ -10,10 +10,11 @@ corrections, voids and AE reassessments signed on it later.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from domain.signers import SignerRegistry
+from domain.timeutil import parse_time
 from ledger.envelope import Envelope, Record
 from projections.audit import signer_of
 
@@ -21,11 +22,10 @@ AMENDING = ("EntryCorrected", "EntryVoided")
 
 
 def _times(env: Envelope) -> tuple[str, str]:
-    try:
-        recorded = datetime.fromisoformat(env.recorded_at)
-        local_tz = datetime.fromisoformat(env.occurred_at).tzinfo or UTC
-    except ValueError:
+    recorded, occurred = parse_time(env.recorded_at), parse_time(env.occurred_at)
+    if recorded is None:
         return env.recorded_at, env.recorded_at
+    local_tz = occurred.tzinfo if occurred is not None and occurred.tzinfo is not None else UTC
     return recorded.astimezone(UTC).isoformat(), recorded.astimezone(local_tz).isoformat()
 
 

@@ -8,9 +8,10 @@ it stays listed: originals are never hidden.
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any
 
+from domain.events import LEGACY_PRODUCT_FIELDS, product_values
+from domain.timeutil import calendar_date, study_day
 from ledger.envelope import Envelope
 
 STATUSES = ("registered", "consented", "screen_failed", "eligible", "enrolled", "treated", "completed", "withdrawn")
@@ -25,17 +26,9 @@ def empty_state(participant: str) -> dict[str, Any]:
     }
 
 
-def _day(text: str) -> date | None:
-    try:
-        return datetime.fromisoformat(text).date()
-    except (TypeError, ValueError):
-        return None
-
-
 def _study_day(state: dict[str, Any], occurred_at: str) -> int | None:
     dose1 = next((d for d in state["doses"] if d["dose_number"] == 1 and not d["voided"]), None)
-    start, day = (_day(dose1["occurred_at"]) if dose1 else None), _day(occurred_at)
-    return (day - start).days if start and day else None
+    return study_day(calendar_date(dose1["occurred_at"]) if dose1 else None, calendar_date(occurred_at))
 
 
 def apply(state: dict[str, Any], env: Envelope, position: int) -> dict[str, Any]:
@@ -92,7 +85,8 @@ def _enrolled(s: dict[str, Any], env: Envelope) -> None:
 
 def _infusion(s: dict[str, Any], env: Envelope) -> None:
     dose = {"event_id": env.event_id, "occurred_at": env.occurred_at, "voided": False, "corrected": False,
-            **env.data}
+            **{k: v for k, v in env.data.items() if k not in LEGACY_PRODUCT_FIELDS},
+            "product": product_values(env.data)}
     s["doses"].append(dose)
     dose["study_day"] = _study_day(s, env.occurred_at)
     if s["status"] not in ("completed", "withdrawn"):
@@ -145,6 +139,8 @@ def _correct(s: dict[str, Any], env: Envelope) -> None:
         if view.get("event_id") == target:
             view.update(changes)
             view["corrected"] = True
+            if isinstance(view.get("product"), dict):  # a dose: corrections in the older spelling
+                view["product"] = {**view["product"], **{k: view.pop(k) for k in LEGACY_PRODUCT_FIELDS if k in view}}
 
 
 def _void(s: dict[str, Any], env: Envelope) -> None:

@@ -11,16 +11,14 @@ from typing import Any
 
 from domain.rules import Entry, find_deviations
 from domain.service import Trial
+from domain.timeutil import parse_time
 from ledger.envelope import Record
 from ledger.errors import InputRefused
 from projections import state as states
 
 
 def _recorded(record: Record) -> datetime | None:
-    try:
-        return datetime.fromisoformat(record.envelope().recorded_at)
-    except ValueError:
-        return None
+    return parse_time(record.envelope().recorded_at, aware=False)
 
 
 def state_at(trial: Trial, participant: str, *, as_of: datetime | None = None,
@@ -40,8 +38,7 @@ def state_at(trial: Trial, participant: str, *, as_of: datetime | None = None,
     if registry is not None and registry.protocol is not None:
         entries = [Entry(r.envelope(), r.position) for r in kept]
         found = find_deviations(registry.protocol, participant, entries, trial.icf_versions(upto))
-        st["deviations"] = [{"kind": d.kind, "important": d.important, "event_ids": list(d.event_ids),
-                             "position": d.first_position, "message": d.message} for d in found]
+        st["deviations"] = [d.as_dict() for d in found]
     else:
         st["deviations"] = []
     st["as_of"] = as_of.isoformat() if as_of else None

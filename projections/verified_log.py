@@ -19,6 +19,7 @@ from typing import Any
 from domain.rules import Deviation, Entry, IcfVersion, find_deviations
 from domain.service import icf_version_of
 from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.timeutil import parse_time
 from ledger.envelope import Envelope, Record
 from ledger.merkle import leaf_hash, root
 from ledger.verify import Report, verify_records
@@ -153,9 +154,10 @@ def recorded_prefix(records: Iterable[Record], as_of: datetime) -> list[Record]:
     out = []
     for record in records:
         try:
-            if datetime.fromisoformat(record.envelope().recorded_at) > as_of:
-                break
-        except (ValueError, TypeError):
-            pass
+            recorded = parse_time(record.envelope().recorded_at)
+        except ValueError:
+            recorded = None
+        if recorded is not None and recorded > as_of:
+            break
         out.append(record)
     return out

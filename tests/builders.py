@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from typing import Any
 
 from domain.rules import Entry
@@ -31,7 +31,7 @@ class HistoryBuilder:
         env = Envelope(
             event_id=str(uuid.uuid4()), type=type_name, stream=self.participant,
             position=len(self.entries) + 1, occurred_at=occurred.isoformat(),
-            recorded_at=(occurred + timedelta(hours=recorded_lag_h)).astimezone(timezone.utc).isoformat(),
+            recorded_at=(occurred + timedelta(hours=recorded_lag_h)).astimezone(UTC).isoformat(),
             author=author, key_id="k", meaning="authorship", reason=reason, data=data or {},
         )
         entry = Entry(env, self.position)
@@ -40,8 +40,8 @@ class HistoryBuilder:
 
     def dose(self, number: int, day: float, **kw: Any) -> Entry:
         route = "intra-arterial-pancreatic" if number == 1 else "intravenous"
-        data = {"dose_number": number, "route": route, "lot": f"LOT-{number}", "cell_source": "autologous bone marrow",
-                "cell_count": 1.0e6, "viability_pct": 94.0, "identity_checked": True}
+        data = {"dose_number": number, "route": route, "lot": f"LOT-{number}", "identity_checked": True,
+                "product": {"cell_source": "autologous bone marrow", "cell_count": 1.0e6, "viability_pct": 94.0}}
         data.update(kw.pop("data", {}))
         return self.add("InfusionAdministered", data, day=day, author="pharm1", **kw)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from ledger.errors import PositionTaken
 
 from domain.protocol import bundled_protocol_path, load_protocol
 from domain.service import Command, Trial
@@ -165,7 +165,7 @@ def test_postgres_id_gaps_do_not_break_the_log(pg_url: str, keys: Keys, tmp_path
     stale = trial.decide([Command("LabResultRecorded", "S01-001", LAB)], keys.signers["lab1"])
     add_labs(trial, keys, 1)
     for _ in range(3):  # rolled-back inserts consume notification ids
-        with pytest.raises(IntegrityError):
+        with pytest.raises(PositionTaken):
             trial.store.append(stale, keys.signers["lab1"])
     add_labs(trial, keys, 2)
     positions = [r.position for r in trial.store.records()]

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from ledger.errors import PositionTaken
 
 from domain.service import Command, Trial
 from domain.signers import SignerRegistry
@@ -66,7 +66,7 @@ def test_stale_writer_is_rejected_by_the_primary_key(trial: Trial, keys: Keys) -
                       occurred_at="2010-09-02T08:00:00+08:00")
     stale = trial.decide([command], keys.signers["lab1"])[0]
     trial.append(command, keys.signers["inv1"])  # another writer takes position 2 first
-    with pytest.raises(IntegrityError):
+    with pytest.raises(PositionTaken):
         trial.store.append([stale], keys.signers["lab1"])
     retried = trial.append(command, keys.signers["lab1"])
     assert retried.position == 3

@@ -114,6 +114,10 @@ def test_odm_of_the_demo_validates_loads_and_keeps_every_clinical_time(demo: Pat
     assert (group.get("TransactionType"), group.get("ItemGroupOID"), group.get("ItemGroupRepeatKey"),
             form.get("FormRepeatKey")) == ("Update", "IG.AdverseEventReported", ae_id, ae_id)
     assert items(group)["relatedness"] == "probable"
+    dose = next(e for e in stream if e.type == "InfusionAdministered")
+    dose_items = {i.get("ItemOID"): i.get("Value") for i in found[dose.event_id][1].findall(f"{NS}ItemData")}
+    assert dose_items["IT.InfusionAdministered.product.cell_count"] == odm_module._value(dose.data["product"]["cell_count"])
+    assert "IT.InfusionAdministered.product.cell_count" in {d.get("OID") for d in root.iter(f"{NS}ItemDef")}
     assert group.findtext(f"{NS}AuditRecord/{NS}ReasonForChange")
     inserts = [g for g in subject.iter(f"{NS}ItemGroupData") if g.get("ItemGroupRepeatKey") == ae_id
                and g.get("TransactionType") == "Insert"]
@@ -144,8 +148,8 @@ def test_odm_metadata_is_derived_from_the_payload_models() -> None:
         fields = [f for f, _dt in odm_module.item_defs(et)]
         assert fields[:len(et.model.model_fields)] == list(et.model.model_fields), name
     types = dict(odm_module.item_defs(CATALOGUE["InfusionAdministered"]))
-    assert (types["dose_number"], types["identity_checked"], types["cell_count"], types["ended_at"]) == \
-        ("integer", "boolean", "float", "datetime")
+    assert (types["dose_number"], types["identity_checked"], types["ended_at"], types["product"]) == \
+        ("integer", "boolean", "datetime", "object")
     assert dict(odm_module.item_defs(CATALOGUE["LabResultRecorded"]))["value"] == "text"  # number or word
 
 

@@ -90,8 +90,9 @@ def test_ae_grade_and_viability_ranges(ready: tuple[Trial, Keys, Cli]) -> None:
         "ae_id": "AE1", "term": "fever", "grade": 6, "serious": False, "relatedness": "possible",
         "expected": False, "awareness_at": "2010-09-03T08:00:00+08:00"}), *key(keys, "inv1"), needle="data.grade")
     refused(run, "append", "InfusionAdministered", "--participant", "S01-001", "--data", json.dumps({
-        "dose_number": 1, "route": "intravenous", "lot": "L1", "cell_source": "bm", "cell_count": 1e6,
-        "viability_pct": 101, "identity_checked": True}), *key(keys, "inv1"), needle="data.viability_pct")
+        "dose_number": 1, "route": "intravenous", "lot": "L1", "identity_checked": True,
+        "product": {"cell_source": "bm", "cell_count": 1e6, "viability_pct": 101}}), *key(keys, "inv1"),
+     needle="data.product.viability_pct: must be at most 100")
 
 
 def test_unknown_participant(ready: tuple[Trial, Keys, Cli]) -> None:

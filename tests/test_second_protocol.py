@@ -38,14 +38,23 @@ def test_other_protocol_end_to_end(sqlite_db: str, keys: Keys) -> None:
         append("ScreeningAssessed", {"criterion": c, "met": met}, "2020-01-03T09:00:00+00:00")
     append("EligibilityConfirmed", {}, "2020-01-04T09:00:00+00:00")
     append("Enrolled", {}, "2020-01-04T10:00:00+00:00")
-    append("InfusionAdministered", {"dose_number": 1, "route": "intravenous", "lot": "V1", "cell_source": "n/a",
-                                    "cell_count": 1, "viability_pct": 100, "identity_checked": True},
+    # the product is the file's too: intramuscular doses, no cell fields
+    r = run("append", "InfusionAdministered", "--participant", "P-1", "--data", json.dumps(
+        {"dose_number": 1, "route": "intravenous", "lot": "V1", "identity_checked": True}),
+        "--occurred-at", "2020-01-05T09:00:00+00:00", *nurse)
+    assert r.exit_code == 3 and "data.route: 'intravenous' is not a route of two-dose vaccine (intramuscular)" in r.stderr
+    r = run("append", "InfusionAdministered", "--participant", "P-1", "--data", json.dumps(
+        {"dose_number": 1, "route": "intramuscular", "lot": "V1", "identity_checked": True, "cell_source": "n/a"}),
+        "--occurred-at", "2020-01-05T09:00:00+00:00", *nurse)
+    assert r.exit_code == 3 and "data.product.cell_source: not a field of two-dose vaccine" in r.stderr
+    append("InfusionAdministered", {"dose_number": 1, "route": "intramuscular", "lot": "V1", "identity_checked": True},
            "2020-01-05T09:00:00+00:00")
     # dose 2 on day 33: outside this protocol's day 28 ±3 window
-    append("InfusionAdministered", {"dose_number": 2, "route": "intravenous", "lot": "V2", "cell_source": "n/a",
-                                    "cell_count": 1, "viability_pct": 100, "identity_checked": True},
+    append("InfusionAdministered", {"dose_number": 2, "route": "intramuscular", "lot": "V2", "identity_checked": True},
            "2020-02-07T09:00:00+00:00")
     assert run("verify").exit_code == 0
+    shown = run("show", "P-1")
+    assert "dose 2: day 33 intramuscular lot V2\n" in shown.stdout, shown.stdout
 
     trial = Trial(Store(sqlite_db))
     found = trial.deviations("P-1")

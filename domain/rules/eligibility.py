@@ -17,13 +17,13 @@ def applies(criterion: Criterion, sex: str | None) -> bool:
 
 
 def failed(criterion: Criterion, assessment: Fact) -> bool:
-    met = assessment.data.get("met")
+    met: object = assessment.data.get("met")
     return met is not True if criterion.kind == "inclusion" else met is not False
 
 
 def breaks(check: Check, value: Any) -> bool:
     if check.equals is not None:
-        return value != check.equals
+        return bool(value != check.equals)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
     return (check.min is not None and value < check.min) or (check.max is not None and value > check.max)

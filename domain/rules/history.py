@@ -15,6 +15,7 @@ from typing import Any
 from ledger.envelope import Envelope
 
 from domain.protocol import Protocol
+from domain.timeutil import parse_time, study_day
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class Deviation:
     first_position: int
     message: str
 
+    def as_dict(self) -> dict[str, Any]:
+        """The one shape a deviation takes in JSON, projections and reports."""
+        return {"participant": self.participant, "kind": self.kind, "important": self.important,
+                "event_ids": list(self.event_ids), "position": self.first_position, "message": self.message}
+
 
 @dataclass(frozen=True)
 class Fact:
@@ -66,11 +72,7 @@ class Fact:
 
 
 def _time(text: str) -> datetime | None:
-    try:
-        value = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-    return value if value.tzinfo is not None else None
+    return parse_time(text)
 
 
 @dataclass
@@ -118,7 +120,7 @@ class History:
     def study_day(self, fact: Fact) -> int | None:
         """Days since dose 1, each date read in its own offset (dose 1 is day 0)."""
         d1 = self.dose1()
-        return None if d1 is None else (fact.day - d1.day).days
+        return study_day(d1.day if d1 else None, fact.day)
 
     def sex(self) -> str | None:
         reg = self.first("ParticipantRegistered")

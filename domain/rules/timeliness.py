@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from domain.rules.history import Deviation, History
+from domain.timeutil import parse_time
 
 
 def late_entry(h: History) -> Iterator[Deviation]:
@@ -23,12 +24,7 @@ def serious_ae_late(h: History) -> Iterator[Deviation]:
     for f in h.of("AdverseEventReported", "AdverseEventUpdated"):
         if f.data.get("serious") is not True:
             continue
-        try:
-            aware = datetime.fromisoformat(str(f.data.get("awareness_at")))
-        except ValueError:
-            aware = f.occurred
-        if aware.tzinfo is None:
-            aware = f.occurred
+        aware = parse_time(f.data.get("awareness_at")) or f.occurred
         lag = f.recorded - aware
         if lag > limit:
             yield h.deviation("serious_ae_late", True, [f],
