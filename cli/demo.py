@@ -17,6 +17,7 @@ from ledger.verdict import judge
 from ledger.verify import verify_records
 from projections.projector import Projections
 
+from cli.demo_witnesses import run_witnesses
 from cli.options import open_store
 from cli.read import render_summary
 
@@ -30,8 +31,12 @@ DEMO_PASSPHRASE = "demo-passphrase"
 @click.option("--keys-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to write the demo signers' keys (default: beside the database).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Processes for signature checks.")
+@click.option("--witnesses/--no-witnesses", default=True, show_default=True,
+              help="Start two witnesses on 127.0.0.1, register them and have them cosign a checkpoint "
+                   "(their addresses are in the ledger, so only --no-witnesses gives a byte-identical ledger).")
 @click.pass_context
-def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None, jobs: int | None) -> None:
+def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None, jobs: int | None,
+         witnesses: bool) -> None:
     """Build the MSC-T2DM trial's history with a few realistic deviations, verify it, summarise it."""
     store = open_store(ctx, create=True)
     if store.count():
@@ -39,13 +44,16 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     clock = SimClock(GENESIS_AT)
     scenario = build(Trial(store, clock=clock), clock, load_protocol(bundled_protocol_path()),
                      seed=seed, participants=participants)
+    db = ctx.obj["db"]
+    keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    # Witness events carry today's time, not the simulated calendar: witnesses cosign in real time.
+    witness_lines = run_witnesses(Trial(store), scenario.signers["admin-sponsor"], seed, keys_dir) \
+        if witnesses else []
     report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
     projections = Projections(store)
     projections.catch_up()
     summary = projections.summary()
-    db = ctx.obj["db"]
-    keys_dir = keys_dir or (Path("demo-keys") if is_postgres(db) else Path(db).with_name(Path(db).stem + "-keys"))
-    keys_dir.mkdir(parents=True, exist_ok=True)
     for user, signer in scenario.signers.items():
         path = keys_dir / f"{user}.key"
         for stale in (path, path.with_name(path.name + ".pub")):
@@ -60,6 +68,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     click.echo("\nplanted deviations:")
     for d in projections.deviations():
         click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
+    if witness_lines:
+        click.echo("\nwitnesses (C2SP tlog-witness):\n" + "\n".join(witness_lines))
     click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")
     verdict = judge(report)
     if verdict.ok:

@@ -20,7 +20,7 @@ from ledger.verdict import judge
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, documents, exports, package, proofs, read
+from cli import demo, documents, exports, package, proofs, read, witness, witnessing
 from cli.options import (
     LedgerGroup,
     emit,
@@ -208,12 +208,15 @@ def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: P
 @click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A checkpoint you hold: prove today's log extends it (catches truncation and rewrites).")
 @click.option("--since-checkpoint", is_flag=True, help="With --checkpoint: verify only the events after it.")
+@witnessing.witness_options
 @click.pass_context
 def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkpoint_file: Path | None,
-           since_checkpoint: bool) -> None:
+           since_checkpoint: bool, witness_keys: tuple[str, ...], quorum: int | None) -> None:
     """Check every hash link, signature and authorisation in the log."""
     if since_checkpoint and checkpoint_file is None:
         raise click.UsageError("--since-checkpoint needs --checkpoint FILE")
+    if (witness_keys or quorum is not None) and checkpoint_file is None:
+        raise click.UsageError("--witness and --quorum need --checkpoint FILE")
     note = None
     if checkpoint_file is not None:
         try:
@@ -224,15 +227,19 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
     with progress(ctx, "verifying", store.count()) as tick:
         report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
                                 authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
+    newest_witnessed = witnessing.add_time_findings(store, report, witness_keys, note)
     findings = report.sorted()
     verdict = judge(report, expect_root=expect_root, since_checkpoint=since_checkpoint)
+    witnessed_ok, witnessed = witnessing.verify_witnessed(note, witness_keys, quorum)
+    ok = verdict.ok and witnessed_ok
     payload = {
-        "ok": verdict.ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
+        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
         "expected_root": expect_root, "head_position": report.head_position,
         "head_hash": report.head_hash.hex(), "tree_size": report.tree_size, "tree_root": report.tree_root.hex(),
         "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
         "finding_count": report.finding_count,
         "findings": [{"position": f.position, "event_id": f.event_id, "reason": f.reason} for f in findings],
+        "witnessed": witnessed, "newest_witnessed": newest_witnessed,
     }
     if ctx.obj.get("json"):
         emit(ctx, payload, "")
@@ -242,14 +249,19 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         click.echo(f"tree size: {report.tree_size}  root: {report.tree_root.hex()}")
         if cp is not None:
             click.echo(f"checkpoint: size {cp.size}, root {cp.root.hex()}")
+        witnessing.echo_cosignatures(ctx, witnessed_ok, witnessed)
+        if newest_witnessed:
+            click.echo(f"newest witnessed state of this ledger: {newest_witnessed}")
     if not verdict.ok:
         click.echo(f"FAIL: {verdict.reason}", err=True)
         if verdict.more:
             click.echo(f"({report.finding_count} findings in all; --json lists them)", err=True)
+    elif not witnessed_ok:
+        click.echo(f"FAIL: {witnessing.shortfall(witnessed)}", err=True)
     elif not ctx.obj.get("json"):
         extra = " and the log extends the checkpoint" if cp is not None else ""
         click.echo(f"OK: every hash link, signature and authorisation verifies{extra}")
-    ctx.exit(0 if verdict.ok else 1)
+    ctx.exit(0 if ok else 1)
 
 
 @cli.command("schema")
@@ -264,7 +276,8 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *package.COMMANDS,
+for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *witness.COMMANDS,
+                 *package.COMMANDS,
                  demo.demo):
     cli.add_command(_command)
 

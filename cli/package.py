@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from cli.options import emit
-from ledger.checkpoint import CheckpointError
 from ledger.errors import InputRefused
 from ledger.keys import read_public
-from ledger.notes import parse_vkey
+from ledger.note import NoteError, parse_vkey
 from projections.package import verify_package as check_package
 
 
@@ -34,7 +33,7 @@ def verify_package(ctx: click.Context, package: Path, public_key: Path, witness_
     for path in witness_files:
         try:
             witnesses.append(parse_vkey(path.read_text()))
-        except (OSError, UnicodeDecodeError, CheckpointError) as e:
+        except (OSError, UnicodeDecodeError, NoteError) as e:
             raise InputRefused(f"--witness {path}: {getattr(e, 'strerror', None) or e}") from None
     if quorum is not None and quorum > len(witnesses):
         raise click.BadParameter(f"{quorum} is more than the {len(witnesses)} witness key(s) given",

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import click
 
+from domain.cosigning import Collection
 from domain.service import Trial
+from domain.signers import SignerRegistry
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
-from ledger.keys import read_public
+from ledger.keys import Signer, read_public
 from ledger.merkle_log import MerkleLog
-from ledger.proofs import ProofError, consistency_bundle, inclusion_bundle, verify_bundle
+from ledger.proofs import ProofError, bundle_note, consistency_bundle, inclusion_bundle, verify_bundle
+from ledger.store import Store
 
+from cli import witnessing
 from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
 
 
@@ -38,24 +42,39 @@ def _write(out: Path | None, blob: bytes) -> None:
               help="Write the signed note here (default: stdout).")
 @click.pass_context
 def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out: Path | None) -> None:
-    """Sign a C2SP tlog-checkpoint of the whole log with the sponsor's root key."""
-    signer = load_signer(key, passphrase_file)
+    """Sign a C2SP tlog-checkpoint of the whole log (root or log key) and collect witness cosignatures."""
     store = open_store(ctx)
+    size, root, note, collection = sign_checkpoint(store, load_signer(key, passphrase_file))
+    _write(out, note.encode())
+    if out is not None:
+        emit(ctx, {"tree_size": size, "root": root.hex(), "out": str(out)},
+             f"checkpoint of {size} events written to {out}")
+    if collection is not None:
+        witnessing.report_collection(ctx, collection)
+
+
+def checkpoint_origin(registry: SignerRegistry) -> str:
+    """The log's checkpoint origin (one place: `checkpoint` and the demo's witnesses use it)."""
+    assert registry.root_fingerprint is not None
+    return f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
+
+
+def sign_checkpoint(store: Store, signer: Signer) -> tuple[int, bytes, str, Collection | None]:
+    """Sign the whole log's checkpoint, ask the registered witnesses to cosign it, store it (also for `demo`)."""
     registry = Trial(store).registry()
     if registry.root_public is None or registry.study_id is None or registry.root_fingerprint is None:
         raise InputRefused("--db: the ledger is not initialised")
-    if signer.public_raw != registry.root_public:
-        raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`)")
+    if signer.public_raw not in registry.checkpoint_keys():
+        raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`) "
+                           "or a registered key of role log")
     tree = MerkleLog(store)
     size = tree.sync()
-    origin = f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
-    cp = notes.Checkpoint(origin, size, tree.root(size))
+    cp = notes.Checkpoint(checkpoint_origin(registry), size, tree.root(size))
     note = cp.sign(signer)
+    collection = witnessing.collect_for(store, tree, note)
+    note = collection.note if collection else note
     tree.save_checkpoint(size, cp.root, note)
-    _write(out, note.encode())
-    if out is not None:
-        emit(ctx, {"tree_size": size, "root": cp.root.hex(), "out": str(out)},
-             f"checkpoint of {size} events written to {out}")
+    return size, cp.root, note, collection
 
 
 @click.group()
@@ -109,9 +128,11 @@ def prove_consistency(ctx: click.Context, old_file: Path, out: Path | None) -> N
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The sponsor's root public key (.pub).")
+@witnessing.witness_options
 @click.pass_context
-def verify_proof(ctx: click.Context, file: Path, public_key: Path) -> None:
-    """Check a proof bundle offline: no database needed."""
+def verify_proof(ctx: click.Context, file: Path, public_key: Path, witness_keys: tuple[str, ...],
+                 quorum: int | None) -> None:
+    """Check a proof bundle offline: no database needed; --witness/--quorum check its cosignatures."""
     try:
         blob = file.read_bytes()
     except OSError as e:
@@ -122,7 +143,12 @@ def verify_proof(ctx: click.Context, file: Path, public_key: Path) -> None:
     except ProofError as e:
         click.echo(f"FAIL: {e}", err=True)
         ctx.exit(1)
-    emit(ctx, {"ok": True, "statement": what}, f"OK: {what}")
+    witnessed_ok, witnessed = witnessing.verify_witnessed(bundle_note(blob), witness_keys, quorum)
+    witnessing.echo_cosignatures(ctx, witnessed_ok, witnessed)
+    if not witnessed_ok:
+        click.echo(f"FAIL: {witnessing.shortfall(witnessed)}", err=True)
+        ctx.exit(1)
+    emit(ctx, {"ok": True, "statement": what, "witnessed": witnessed}, f"OK: {what}")
 
 
 COMMANDS = (checkpoint, prove, verify_proof)

@@ -24,6 +24,7 @@ from projections.signatures import line as sig_line
 from projections.signatures import signatures
 from projections.state import STATUSES
 from projections.timetravel import state_at
+from projections.witnessed import WitnessedTimes
 
 TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
 
@@ -149,6 +150,7 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     """The audit trail: who, what, when (UTC), why, old → new; streamed, so any size exports."""
     fmt = fmt or ("json" if ctx.obj.get("json") else "table")
     proj = projections(ctx)
+    times = WitnessedTimes(proj.store) if fmt == "json" else None
     rows = proj.audit(
         participant=participant, user=user, type_name=type_name,
         since_us=epoch_us(since.isoformat()) if since else None,
@@ -162,6 +164,7 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
     elif fmt == "json":
         out.write("[")
         for n, row in enumerate(rows):
+            row.update(times.interval(row["position"]) if times else {})
             out.write(("," if n else "") + "\n" + json.dumps(row, sort_keys=True))
         out.write("\n]\n")
     else:

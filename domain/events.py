@@ -214,6 +214,23 @@ class ParticipantWithdrawn(Payload):
     pass
 
 
+# -- witnesses (SPEC §9): who cosigns the log's checkpoints ---------------------------------
+
+
+class WitnessAdded(Payload):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\s+]+$")
+    url: str = Field(min_length=1, max_length=500, pattern=r"^https?://\S+$")
+    vkey: str = Field(min_length=1, max_length=400)
+
+
+class WitnessRemoved(Payload):
+    name: str = ShortText
+
+
+class WitnessPolicySet(Payload):
+    quorum: int = Field(ge=0, le=100)
+
+
 @dataclass(frozen=True)
 class EventType:
     """What the ledger needs to know about one event type."""
@@ -234,6 +251,9 @@ CATALOGUE: dict[str, EventType] = {
         EventType("SignerRevoked", SignerRevoked, participant=False, reason_required=True),
         EventType("ProtocolAmended", ProtocolAmended, participant=False),
         EventType("DocumentRegistered", DocumentRegistered, participant=False),
+        EventType("WitnessAdded", WitnessAdded, participant=False),
+        EventType("WitnessRemoved", WitnessRemoved, participant=False, reason_required=True),
+        EventType("WitnessPolicySet", WitnessPolicySet, participant=False),
         EventType("ParticipantRegistered", ParticipantRegistered, participant=True),
         EventType("ConsentSigned", ConsentSigned, participant=True),
         EventType("ConsentWithdrawn", ConsentWithdrawn, participant=True, reason_required=True),

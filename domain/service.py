@@ -30,6 +30,7 @@ from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
 from domain.protocol import Protocol
 from domain.rules import Deviation, Entry, IcfVersion, find_deviations
+from domain import witnesses
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
@@ -226,6 +227,8 @@ class Trial:
             registry.documents.check_registration(payload)
         elif type_name == "ProtocolAmended":
             check_amendment(payload, registry)
+        elif type_name in witnesses.TYPES:
+            witnesses.WitnessSet.replay(self.store.stream(STUDY_STREAM)).check(type_name, payload)
         return payload
 
     def _refuse_duplicate_id(self, event_id: str | None) -> None:

@@ -104,6 +104,16 @@ class SignerRegistry:
     def root_fingerprint(self) -> str | None:
         return fingerprint(self.root_public_raw) if self.root_public_raw else None
 
+    def checkpoint_keys(self, *, include_revoked: bool = False) -> list[bytes]:
+        """Keys that may sign checkpoints: the root key and every key registered with role ``log``.
+
+        A revoked log key signs no new checkpoint, but the checkpoints it signed before still verify
+        (an inspector's checkpoint is checked against the log's own root anyway).
+        """
+        keys = [self.root_public_raw] if self.root_public_raw else []
+        return keys + [s.public_raw for s in self.signers.values()
+                       if s.role == "log" and (include_revoked or s.revoked_at is None)]
+
     def signer_for_key(self, kid: str) -> SignerEntry | None:
         user = self.by_key.get(kid)
         return self.signers.get(user) if user else None

@@ -15,33 +15,30 @@ public key) and the signature is Ed25519 over the body.
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 from dataclasses import dataclass
 
+from ledger import note as signed_note
 from ledger.keys import Signer, verify_signature
+from ledger.note import NoteError
 
-ED25519_TYPE = b"\x01"
-SIGNATURE_PREFIX = "\u2014 "
+SIGNATURE_PREFIX = signed_note.SIGNATURE_PREFIX
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NoteError):
     """A checkpoint that does not parse or whose signature does not verify."""
 
 
 def strict_b64(text: str) -> bytes:
     """Decode base64 that must be in its one canonical form (no stray padding bits)."""
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise CheckpointError("not base64") from None
-    if base64.b64encode(raw).decode() != text:
-        raise CheckpointError("base64 is not in canonical form")
-    return raw
+        return signed_note.strict_b64(text)
+    except NoteError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def note_key_id(name: str, public_raw: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ED25519_TYPE + public_raw).digest()[:4]
+    """The key id of an Ed25519 note signature (signature type 0x01)."""
+    return signed_note.key_id(name, signed_note.ED25519, public_raw)
 
 
 @dataclass(frozen=True)
@@ -62,34 +59,25 @@ class Checkpoint:
 
 
 def parse(note: str) -> tuple[Checkpoint, str, list[tuple[str, bytes, bytes]]]:
-    """Split a signed note into its checkpoint, its body text and its signature lines."""
-    body, sep, sigs = note.partition("\n\n")
-    if not sep:
-        raise CheckpointError("not a signed note: no blank line before the signatures")
-    body += "\n"
+    """Split a signed note into its checkpoint, its body text and its signature lines.
+
+    Signature lines of any type are returned (cosignatures too); each
+    verifier picks the lines whose name and key id it knows.
+    """
+    try:
+        body, sigs = signed_note.split(note)
+    except NoteError as e:
+        raise CheckpointError(str(e)) from None
     lines = body.split("\n")
-    if len(lines) < 4:
-        raise CheckpointError("checkpoint body needs origin, size and root lines")
+    if len(lines) < 4 or any(not line for line in lines[:-1]):
+        raise CheckpointError("checkpoint body needs non-empty origin, size and root lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not origin or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    if not size_text.isdigit() or not size_text.isascii() or (size_text != "0" and size_text.startswith("0")):
         raise CheckpointError("checkpoint origin or size is malformed")
     root = strict_b64(root_text)
     if len(root) != 32:
         raise CheckpointError("checkpoint root is not 32 bytes")
-    signatures = []
-    for line in sigs.split("\n"):
-        if not line:
-            continue
-        if not line.startswith(SIGNATURE_PREFIX):
-            raise CheckpointError("malformed signature line")
-        name, _, blob_text = line[len(SIGNATURE_PREFIX):].rpartition(" ")
-        blob = strict_b64(blob_text)
-        if len(blob) != 4 + 64:
-            continue  # another kind of signature (a witness cosignature): not ours to judge here
-        signatures.append((name, blob[:4], blob[4:]))
-    if not signatures:
-        raise CheckpointError("signed note has no signature")
-    return Checkpoint(origin, int(size_text), root), body, signatures
+    return Checkpoint(origin, int(size_text), root), body, [(s.name, s.key_id, s.data) for s in sigs]
 
 
 def verify(note: str, public_raw: bytes) -> Checkpoint:
@@ -97,6 +85,7 @@ def verify(note: str, public_raw: bytes) -> Checkpoint:
     checkpoint, body, signatures = parse(note)
     expected = note_key_id(checkpoint.origin, public_raw)
     for name, kid, signature in signatures:
-        if name == checkpoint.origin and kid == expected and verify_signature(public_raw, signature, body.encode()):
+        if name == checkpoint.origin and kid == expected and len(signature) == 64 \
+                and verify_signature(public_raw, signature, body.encode()):
             return checkpoint
     raise CheckpointError("checkpoint is not signed by this key")

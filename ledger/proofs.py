@@ -81,6 +81,12 @@ def verify_bundle(blob: bytes, public_raw: bytes) -> str:
     raise ProofError("unknown bundle type")
 
 
+def bundle_note(blob: bytes) -> str:
+    """The checkpoint a (verified) bundle vouches for: the inclusion's, or the consistency's newer one."""
+    bundle = json.loads(blob)
+    return str(bundle["checkpoint"] if bundle["type"] == "inclusion" else bundle["new_checkpoint"])
+
+
 def _verify_inclusion(bundle: dict[str, Any], public_raw: bytes) -> str:
     cp = notes.verify(bundle["checkpoint"], public_raw)
     if bundle["tree_size"] != cp.size:

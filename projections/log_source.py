@@ -20,7 +20,7 @@ def load(store: Store, *, as_of: datetime | None = None, jobs: int | None = None
     """The log (or its prefix recorded at or before ``as_of``), verified, with the checkpoint of that time."""
     records = list(store.records()) if as_of is None else recorded_prefix(store.records(), as_of)
     kept, report = verify(records, jobs=jobs)
-    return VerifiedLog(kept, report, latest_checkpoint(store, len(kept)))
+    return VerifiedLog(kept, report, latest_checkpoint(store, len(kept)), stored_notes(store, len(kept)))
 
 
 def latest_checkpoint(store: Store, size: int) -> str | None:
@@ -31,3 +31,13 @@ def latest_checkpoint(store: Store, size: int) -> str | None:
     rows = store.fetch(f"SELECT note FROM {tree.names['checkpoints']} WHERE tree_size <= ? "
                        "ORDER BY tree_size DESC LIMIT 1", (size,))
     return str(rows[0]["note"]) if rows else None
+
+
+def stored_notes(store: Store, size: int) -> list[str]:
+    """Every stored checkpoint note up to ``size``, oldest first (their cosignatures date the events)."""
+    if not store.table_exists("merkle_checkpoints"):
+        return []
+    tree = MerkleLog(store)
+    rows = store.fetch(f"SELECT note FROM {tree.names['checkpoints']} WHERE tree_size <= ? ORDER BY tree_size",
+                       (size,))
+    return [str(r["note"]) for r in rows]

@@ -31,7 +31,8 @@ from ledger import checkpoint as notes
 from ledger.envelope import Record
 from ledger.errors import LedgerError
 from ledger.keys import Signer
-from ledger.notes import WitnessKey, sign_note, verify_note, witness_quorum
+from ledger.note import Vkey
+from ledger.notes import sign_note, verify_note, witness_quorum
 from ledger.signed_log import decode_lines, encode
 from projections import audit as audit_rows
 from projections.odm import write_odm
@@ -125,7 +126,7 @@ class PackageVerdict:
     root_fingerprint: str | None = None
 
 
-def verify_package(blob: bytes, root_public: bytes, *, witnesses: Sequence[WitnessKey] = (), quorum: int = 0,
+def verify_package(blob: bytes, root_public: bytes, *, witnesses: Sequence[Vkey] = (), quorum: int = 0,
                    jobs: int | None = None) -> PackageVerdict:
     """Check a package offline; raise PackageError naming the first file that fails."""
     try:

@@ -23,6 +23,7 @@ from ledger.verdict import judge
 from projections import audit as audit_rows
 from projections.consents import consent_rows, document_rows
 from projections.verified_log import VerifiedLog
+from projections.witnessed import WitnessedTimes
 
 DOSING = (-30, 20)     # days shown in the left panel
 FOLLOW_UP = (20, 400)  # days shown in the right panel
@@ -115,8 +116,11 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
     registry = log.registry
     labels = {env.event_id: audit_rows.entry_label(env.type, env.data) for env in log.envelopes}
     audit_of: dict[str, list[dict[str, Any]]] = {}
+    witnessed = WitnessedTimes.from_log([e for e in log.envelopes if e.stream == STUDY_STREAM],
+                                        log.witness_notes(), log.records)
     for row in log.audit():
         if row["participant"]:
+            row.update(witnessed.interval(row["position"]))
             row["what"] = labels.get(row["target_event_id"] or "", "")  # "FBG" of "FBG value: 6.2 → 7.2"
             audit_of.setdefault(row["participant"], []).append(row)
     participants: list[dict[str, Any]] = []
@@ -148,5 +152,5 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
         deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
         generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
         tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
-        documents=document_rows(registry.documents),
+        documents=document_rows(registry.documents), witnesses=witnessed.latest(),
     )

@@ -35,6 +35,7 @@ class VerifiedLog:
     records: list[Record]
     report: Report
     checkpoint_note: str | None = None
+    stored_notes: list[str] = field(default_factory=list)  # older checkpoints, for witnessed times
     envelopes: list[Envelope] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +53,11 @@ class VerifiedLog:
 
     def pairs(self) -> Iterator[tuple[Record, Envelope]]:
         return zip(self.records, self.envelopes, strict=True)
+
+    def witness_notes(self) -> list[str]:
+        """Checkpoint notes whose cosignatures date the events: those stored, and the one shown."""
+        shown = [self.checkpoint_note] if self.checkpoint_note else []
+        return [n for n in self.stored_notes if n not in shown] + shown
 
     @property
     def head_recorded_at(self) -> str | None:

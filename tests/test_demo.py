@@ -34,6 +34,8 @@ def test_demo_output(demo_dir: tuple[Path, str]) -> None:
     assert "before any signed consent" in out
     assert "verify: OK" in out and "root key fingerprint:" in out
     assert "try next:" in out
+    assert "cosigned checkpoint (2 of 2, quorum met)" in out
+    assert out.count("\u2014 ethics-committee.example/witness ") == 1 and out.count("\u2014 cro.example/witness ") == 1
 
 
 def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None:
@@ -50,7 +52,8 @@ def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None
 def test_demo_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     heads = []
     for name in ("a.db", "b.db"):
-        assert run(tmp_path, "--db", name, "demo", "--seed", "11", "--participants", "3").returncode == 0
+        assert run(tmp_path, "--db", name, "demo", "--seed", "11", "--participants", "3",
+                   "--no-witnesses").returncode == 0
         heads.append(run(tmp_path, "--db", name, "--json", "verify").stdout)
     assert heads[0] == heads[1]
 

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from domain.events import CATALOGUE
 from domain.service import Command, Trial
+from ledger.cosignature import vkey_for
 from ledger.errors import InputRefused
+from ledger.keys import generate
 from ledger.store import Store
 from projections import audit as audit_module
 from projections.projector import Projections
@@ -66,6 +68,11 @@ def test_every_audit_column_in_csv_and_json_for_every_type(trial: Trial, keys: K
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,
                                                    "icf_version": "1.1"}), keys.signers["admin"])
     trial.append(Command("SignerRevoked", None, {"user_id": "coord1"}, reason="left"), keys.signers["admin"])
+    vkey = str(vkey_for("w.test/a", generate()))
+    for type_name, data, reason in (("WitnessAdded", {"name": "w.test/a", "url": "http://127.0.0.1:1", "vkey": vkey},
+                                     None), ("WitnessPolicySet", {"quorum": 1}, None),
+                                    ("WitnessRemoved", {"name": "w.test/a"}, "contract ended")):
+        trial.append(Command(type_name, None, data, reason=reason), keys.signers["admin"])
     r = run("audit", "--format", "csv")
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
@@ -74,7 +81,7 @@ def test_every_audit_column_in_csv_and_json_for_every_type(trial: Trial, keys: K
     rows_json = json.loads(run("audit", "--format", "json").stdout)
     assert {row["event_type"] for row in rows_json} == set(CATALOGUE)
     for row in rows_json:
-        assert set(row) == set(audit_module.COLUMNS)
+        assert set(row) == {*audit_module.COLUMNS, "witnessed_after", "witnessed_before"}
         assert row["user_name"] and row["role"] and row["hash"] and row["meaning"]
         assert row["signature_verified"] is True
         assert row["recorded_at"].endswith("+00:00") and "." in row["recorded_at"]  # UTC, microseconds
