@@ -15,6 +15,7 @@ from ledger.keys import write_key_pair
 from ledger.location import is_postgres
 from ledger.verdict import judge
 from ledger.verify import verify_records
+from projections.datamanagement import load as load_data_management
 from projections.projector import Projections
 
 from cli.demo_witnesses import run_witnesses
@@ -54,6 +55,7 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     projections = Projections(store)
     projections.catch_up()
     summary = projections.summary()
+    summary["data_management"] = load_data_management(store).totals()
     for user, signer in scenario.signers.items():
         path = keys_dir / f"{user}.key"
         for stale in (path, path.with_name(path.name + ".pub")):
@@ -86,6 +88,8 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
         f"trial-ledger --db {db} show S01-003 --as-of 2010-09-13T09:00:00+08:00",
         f"trial-ledger --db {db} audit --participant S01-003",
         f"trial-ledger --db {db} deviations",
+        f"trial-ledger --db {db} queries",
+        f"trial-ledger --db {db} sdv --participant S01-006",
         f"trial-ledger --db {db} document check {keys_dir}/icf-2.0.txt",
         f"trial-ledger --db {db} verify --expect-root {report.root_fingerprint}",
     ):

@@ -14,13 +14,15 @@ from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, utc_now
+from ledger import security_log
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.verdict import judge
 from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.verify_log import verify_log
 
-from cli import demo, documents, exports, package, proofs, read, witness, witnessing
+from cli import datamanagement, demo, documents, exports, package, proofs, read, witness, witnessing
+from cli.refusals import note_attempt
 from cli.options import (
     LedgerGroup,
     emit,
@@ -76,6 +78,7 @@ def init(ctx: click.Context, protocol_path: Path, study_id: str, admin_id: str, 
     signer = load_signer(key, passphrase_file)
     trial = Trial(open_store(ctx, create=True))
     env = trial.initialise(protocol, study_id=study_id, admin_id=admin_id, admin_name=admin_name, signer=signer)
+    security_log.ensure(trial.store)  # created by the owner with the ledger (docs/least-privilege.sql)
     registry = trial.registry()
     emit(ctx, {"event_id": env.event_id, "root_fingerprint": registry.root_fingerprint,
                "protocol_sha256": protocol.sha256()},
@@ -105,6 +108,7 @@ def signer_add(ctx: click.Context, user_id: str, name: str, role: str, public_ke
             "valid_from": valid_from or iso(utc_now())}
     if organisation is not None:
         data["organisation"] = organisation
+    note_attempt(ctx, "signer add", "SignerRegistered")
     trial = Trial(open_store(ctx))
     env = trial.append(Command("SignerRegistered", None, data), load_signer(key, passphrase_file))
     emit(ctx, {"event_id": env.event_id}, f"registered {user_id} as {role}")
@@ -118,6 +122,7 @@ def signer_add(ctx: click.Context, user_id: str, name: str, role: str, public_ke
 @click.pass_context
 def signer_revoke(ctx: click.Context, user_id: str, reason: str, key: Path, passphrase_file: Path | None) -> None:
     """Deauthorise a signer from now on; what they signed before still verifies."""
+    note_attempt(ctx, "signer revoke", "SignerRevoked")
     trial = Trial(open_store(ctx))
     env = trial.append(Command("SignerRevoked", None, {"user_id": user_id}, reason=reason),
                        load_signer(key, passphrase_file))
@@ -173,9 +178,10 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
            meaning: str | None, reason: str | None, event_id: str | None, key: Path,
            passphrase_file: Path | None) -> None:
     """Append one signed event of any catalogue type."""
+    note_attempt(ctx, "append", type_name, participant)
+    trial = Trial(open_store(ctx))  # opened first, so every refusal below reaches the security log
     command = Command(type_name, participant, _parse_data(data_text), occurred_at, meaning, reason, event_id)
     signer = load_signer(key, passphrase_file)
-    trial = Trial(open_store(ctx))
     env = trial.append(command, signer)
     emit(ctx, {"event_id": env.event_id, "participant": participant, "position": env.position},
          f"appended {env.type} {env.event_id}" + (f" to {participant} at #{env.position}" if participant else ""))
@@ -195,8 +201,9 @@ def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: P
         return
     if key is None:
         raise click.UsageError("--key is required to import unsigned lines")
-    signer = load_signer(key, passphrase_file)
+    note_attempt(ctx, "import")
     trial = Trial(open_store(ctx))
+    signer = load_signer(key, passphrase_file)
     with progress(ctx, "importing") as tick:
         n = import_file(trial, file, signer, tick)
     emit(ctx, {"imported": n}, f"imported {n} events from {file}")
@@ -277,8 +284,7 @@ def schema(type_name: str | None) -> None:
 
 
 for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *witness.COMMANDS,
-                 *package.COMMANDS,
-                 demo.demo):
+                 *package.COMMANDS, demo.demo, *datamanagement.COMMANDS):
     cli.add_command(_command)
 
 

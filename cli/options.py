@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
-from ledger.errors import LedgerError, UsageProblem
+from ledger.errors import InputRefused, LedgerError, UsageProblem
 from ledger.keys import Signer, is_world_readable, read_private
 from ledger.store import Store
+
+from cli.refusals import note_key, record_refusal
 
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 
@@ -74,6 +76,8 @@ class LedgerGroup(click.Group):
             return super().invoke(ctx)
         except LedgerError as e:
             click.echo(f"error: {e}", err=True)
+            if isinstance(e, InputRefused):
+                record_refusal(ctx, str(e))
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -94,6 +98,7 @@ def open_store(ctx: click.Context, *, create: bool = False) -> Store:
     """The ledger at --db; only ``create=True`` (init, demo, import into a new target) may create one."""
     store = Store(ctx.obj["db"], create=create)
     ctx.call_on_close(store.close)
+    ctx.obj["ledger_opened"] = True  # a refusal after this point may be logged (cli.refusals)
     return store
 
 
@@ -114,7 +119,10 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
 def load_signer(key: Path, passphrase_file: Path | None) -> Signer:
     if is_world_readable(key):
         click.echo(f"warning: key file {key} is readable by other users; run chmod 600 {key}", err=True)
-    return read_private(key, passphrase(passphrase_file))
+    note_key(key)
+    signer = read_private(key, passphrase(passphrase_file))
+    note_key(key, signer.key_id)
+    return signer
 
 
 @contextmanager

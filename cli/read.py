@@ -19,6 +19,7 @@ from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
+from projections import datamanagement as dm
 from projections.projector import Projections
 from projections.signatures import line as sig_line
 from projections.signatures import signatures
@@ -74,6 +75,8 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
     st["signatures"] = signatures(kept, store.stream_records(STUDY_STREAM))
     public = {k: v for k, v in st.items() if k != "entries"}
     consent = [e for e, entry in st.get("entries", {}).items() if entry["type"] == "ConsentSigned"]
+    view = dm.load_participant(store, participant, until_position=position, until_recorded=as_of)
+    public["data_management"] = dm.participant_summary(view, participant)
     protocol = Trial(store).registry().protocol
     emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT,
                                     consent[-1] if consent else None))
@@ -122,6 +125,12 @@ def _render_state(st: dict[str, Any], product: Product, consent_event: str | Non
         lines += _signed(st, ae.get("event_id"))
     for dev in st.get("deviations", []):
         lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}")
+    if "data_management" in st:
+        d = st["data_management"]
+        lines.append(f"sign-off: {dm.describe_signoff(d['signoff'])}")
+        lines.append(f"SDV: verified {d['sdv']['verified']}, STALE {d['sdv']['stale']}, "
+                     f"not verified {d['sdv']['not_verified']}; queries: {len(d['queries'])} "
+                     f"({d['open_queries']} open)" + (f"; LOCKED ({d['lock']['event_id']})" if d["lock"] else ""))
     return "\n".join(lines)
 
 
@@ -131,8 +140,11 @@ def _render_state(st: dict[str, Any], product: Product, consent_event: str | Non
 def participants(ctx: click.Context, status: str | None) -> None:
     """Every participant with status, consent, doses and AEs."""
     rows = projections(ctx).participants(status)
+    view = dm.load(open_store(ctx))
+    for r in rows:
+        r["signoff"] = view.signoff(r["participant"])["status"]
     text = "\n".join(f"{r['participant']:<12} {r['status']:<14} {r['consent']:<22} doses {r['doses']}  "
-                     f"AEs {r['adverse_events']}" for r in rows)
+                     f"AEs {r['adverse_events']}  sign-off {r['signoff']}" for r in rows)
     emit(ctx, rows, text or "no participants")
 
 
@@ -221,6 +233,8 @@ def deviations(ctx: click.Context, participant: str | None) -> None:
 def summary(ctx: click.Context) -> None:
     """Screened, enrolled against target, doses, AEs by grade, deviations."""
     s = projections(ctx).summary()
+    if s:
+        s["data_management"] = dm.load(open_store(ctx)).totals()
     emit(ctx, s, render_summary(s))
 
 
@@ -235,7 +249,17 @@ def render_summary(s: dict[str, Any]) -> str:
             f"enrolled: {s['enrolled']} of {s['target_enrolment']}\n"
             f"doses given: {s['doses_given']} ({', '.join(f'dose {k}: {v}' for k, v in s['doses_by_number'].items())})\n"
             f"adverse events: {s['adverse_events']} ({grades}); serious: {s['serious_adverse_events']}\n"
-            f"deviations: {s['deviations']} ({s['important_deviations']} important)\n{kinds}")
+            f"deviations: {s['deviations']} ({s['important_deviations']} important)\n{kinds}"
+            + (_render_dm_totals(s["data_management"]) if "data_management" in s else ""))
+
+
+def _render_dm_totals(t: dict[str, Any]) -> str:
+    ages = ", ".join(str(a) for a in t["open_query_ages_days"]) or "-"
+    return (f"\nqueries: {t['open_queries']} open (ages in days: {ages}), {t['answered_queries']} answered\n"
+            f"SDV: {t['sdv_verified']} verified, {t['sdv_stale']} stale, {t['sdv_not_verified']} not verified\n"
+            f"sign-offs: {', '.join(f'{k} {v}' for k, v in t['signoffs'].items()) or 'none'}"
+            + ("\ndatabase LOCKED" if t["study_locked"] else "")
+            + (f"\nlocked participants: {', '.join(t['locked_participants'])}" if t["locked_participants"] else ""))
 
 
 @click.command()

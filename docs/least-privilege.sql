@@ -15,3 +15,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON :schema.proj_meta, :schema.proj_particip
       :schema.proj_deviations, :schema.proj_summary, :schema.proj_dirty TO :role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON :schema.merkle_leaves, :schema.merkle_nodes, :schema.merkle_checkpoints
       TO :role;
+-- The log of refused attempts (21 CFR 11.300(d)) is append-only for the app, like the events:
+-- `init` creates it; for a ledger initialised through the library, create it as owner first
+-- (ledger.security_log.ensure). The sequence behind its id is covered by the grant on sequences above.
+GRANT SELECT, INSERT ON :schema.security_log TO :role;

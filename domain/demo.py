@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.keys import Signer
 
 from domain.amendments import amendment_commands
+from domain.demo_datamanagement import data_management
 from domain.documents import DocumentRegistry
 from domain.protocol import Protocol, bundled_protocol_path
 from domain.service import Command, Trial
@@ -311,4 +312,5 @@ def build(trial: Trial, clock: SimClock, protocol: Protocol, *, seed: int, parti
             batch = []
         if item is not None:
             batch.append(item)
+    data_management(trial, clock, scenario)
     return scenario

@@ -214,6 +214,53 @@ class ParticipantWithdrawn(Payload):
     pass
 
 
+# -- data management (SPEC §11): queries, source data verification, sign-off, lock ---------
+
+QueryId = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+EventId = Field(min_length=36, max_length=36)
+
+
+class QueryRaised(Payload):
+    query_id: str = QueryId
+    target_event_id: str = EventId
+    text: str = Text
+
+
+class QueryAnswered(Payload):
+    query_id: str = QueryId
+    text: str = Text
+    correction_event_id: str | None = Field(default=None, min_length=36, max_length=36)
+
+
+class QueryClosed(Payload):
+    query_id: str = QueryId
+    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class QueryReopened(Payload):
+    query_id: str = QueryId
+    text: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class SourceVerified(Payload):
+    target_event_id: str = EventId
+    target_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="The target's chain hash (hex), as verify binds it")
+
+
+class CasebookSigned(Payload):
+    up_to_position: int = Field(ge=1, description="The participant's stream position the signature covers")
+    casebook_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DatabaseLocked(Payload):
+    participant: str | None = Field(default=None, min_length=1, max_length=64,
+                                    description="Lock one participant; absent: the whole study")
+
+
+class DatabaseUnlocked(Payload):
+    participant: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 # -- witnesses (SPEC §9): who cosigns the log's checkpoints ---------------------------------
 
 
@@ -272,6 +319,14 @@ CATALOGUE: dict[str, EventType] = {
         EventType("RecordReviewed", RecordReviewed, participant=True, default_meaning="review"),
         EventType("ParticipantCompleted", ParticipantCompleted, participant=True),
         EventType("ParticipantWithdrawn", ParticipantWithdrawn, participant=True, reason_required=True),
+        EventType("QueryRaised", QueryRaised, participant=True),
+        EventType("QueryAnswered", QueryAnswered, participant=True),
+        EventType("QueryClosed", QueryClosed, participant=True),
+        EventType("QueryReopened", QueryReopened, participant=True),
+        EventType("SourceVerified", SourceVerified, participant=True, default_meaning="review"),
+        EventType("CasebookSigned", CasebookSigned, participant=True, default_meaning="approval"),
+        EventType("DatabaseLocked", DatabaseLocked, participant=False),
+        EventType("DatabaseUnlocked", DatabaseUnlocked, participant=False, reason_required=True),
     )
 }
 

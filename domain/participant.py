@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 
+from domain.datamanagement import QueryBook
 from domain.events import CATALOGUE, event_type, validate_payload
 from domain.protocol import Protocol
 from domain.timeutil import parse_instant
@@ -59,6 +60,7 @@ class Participant:
     # relatedness as corrected since. ``ae_current`` folds them, skipping voided entries.
     aes: dict[str, list[str]] = field(default_factory=dict)
     ae_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queries: QueryBook = field(default_factory=QueryBook)  # data management (domain.datamanagement)
 
     @classmethod
     def replay(cls, participant: str, envelopes: list[Envelope]) -> Participant:
@@ -75,6 +77,7 @@ class Participant:
         self.length = env.position
         self.entries[env.event_id] = EntryFacts(sys.intern(env.type), sys.intern(env.author))
         data = env.data
+        self.queries.apply(env)
         if env.type == "ParticipantRegistered":
             self.sex = data.get("sex")
         elif env.type == "EntryVoided":

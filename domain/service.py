@@ -25,6 +25,7 @@ from ledger.keys import Signer, public_from_b64, raw_public_bytes
 from ledger.store import Store
 from ledger.verify import Unauthorised
 
+from domain import datamanagement
 from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.participant import Participant, check_participant_id
@@ -259,10 +260,15 @@ class Decider:
         self.states: dict[str, Participant] = {}
         self.study_length = trial.store.stream_length(STUDY_STREAM)
         self.seen_ids: set[str] | None = set() if track_event_ids else None
+        self.locks = datamanagement.Locks.replay(trial.store.stream(STUDY_STREAM))
 
     def decide(self, command: Command) -> Envelope:
+        et = event_type(command.type)
+        datamanagement.check_lock(self.locks, command.type, command.participant, et.participant)
         env = self.trial._decide_one(command, self.signer, self.registry, self.author, self.states,
                                      self.study_length)
+        datamanagement.check(env, store=self.trial.store, registry=self.registry, locks=self.locks,
+                             state=self.states.get(env.stream))
         if self.seen_ids is not None:
             if env.event_id in self.seen_ids:
                 raise InputRefused(f"event_id: {env.event_id} appears twice")
@@ -271,6 +277,7 @@ class Decider:
         if env.stream == STUDY_STREAM:
             self.study_length += 1
             self.registry.observe(env)
+            self.locks.apply(env)
         else:
             self.states[env.stream].apply(env)
         return env

@@ -21,6 +21,7 @@ from domain.timeutil import calendar_date, parse_time
 from ledger import checkpoint as notes
 from ledger.verdict import judge
 from projections import audit as audit_rows
+from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
 from projections.verified_log import VerifiedLog
 from projections.witnessed import WitnessedTimes
@@ -118,6 +119,8 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
     audit_of: dict[str, list[dict[str, Any]]] = {}
     witnessed = WitnessedTimes.from_log([e for e in log.envelopes if e.stream == STUDY_STREAM],
                                         log.witness_notes(), log.records)
+    dm_view = dm.DataManagement.fold(log.records)
+    now = as_of or parse_time(log.head_recorded_at)  # query ages as of the log, never the wall clock
     for row in log.audit():
         if row["participant"]:
             row.update(witnessed.interval(row["position"]))
@@ -130,7 +133,8 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
         st["deviations"] = devs
         participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit_of.get(pid, []),
                              "timeline": timeline(st, devs, registry.protocol),
-                             "consents": consent_rows(st, registry.documents)})
+                             "consents": consent_rows(st, registry.documents),
+                             "dm": dm.participant_summary(dm_view, pid, now=now)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -153,4 +157,5 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
         generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
         tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents), witnesses=witnessed.latest(),
+        dm_totals=dm_view.totals(now=now),
     )

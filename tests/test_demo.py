@@ -34,6 +34,8 @@ def test_demo_output(demo_dir: tuple[Path, str]) -> None:
     assert "before any signed consent" in out
     assert "verify: OK" in out and "root key fingerprint:" in out
     assert "try next:" in out
+    assert "database LOCKED" in out and "sign-offs: current" in out and "stale 1" in out
+    assert "queries: 1 open" in out
     assert "cosigned checkpoint (2 of 2, quorum met)" in out
     assert out.count("\u2014 ethics-committee.example/witness ") == 1 and out.count("\u2014 cro.example/witness ") == 1
 
@@ -46,7 +48,15 @@ def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None
         [str(BIN), "--db", "demo.db", "append", "LabResultRecorded", "--participant", "S01-001",
          "--data", '{"analyte": "CPEPTIDE", "value": 0.7, "unit": "nmol/L"}', "--key", str(keys / "lab-zhao.key")],
         cwd=cwd, capture_output=True, text=True, env={"TRIAL_LEDGER_PASSPHRASE": "demo-passphrase", "PATH": ""})
-    assert env_run.returncode == 0, env_run.stderr
+    assert env_run.returncode == 3 and "is locked by DatabaseLocked" in env_run.stderr  # the demo ends locked
+    ae_data = ('{"ae_id": "S01-001-AE9", "term": "headache", "grade": 1, "serious": false, '
+               '"relatedness": "unlikely", "expected": true, "awareness_at": "2011-12-20T09:00:00+08:00"}')
+    ae = subprocess.run(
+        [str(BIN), "--db", "demo.db", "append", "AdverseEventReported", "--participant", "S01-001",
+         "--data", ae_data, "--occurred-at", "2011-12-20T08:00:00+08:00", "--key", str(keys / "inv-li.key")],
+        cwd=cwd, capture_output=True, text=True, env={"TRIAL_LEDGER_PASSPHRASE": "demo-passphrase", "PATH": ""},
+        check=False)
+    assert ae.returncode == 0, ae.stderr  # safety follow-up is accepted under the lock
 
 
 def test_demo_is_deterministic_for_a_seed(tmp_path: Path) -> None:

@@ -109,9 +109,12 @@ def test_postgres_app_runs_as_insert_select_role(pg_server: str, keys: Keys, tmp
     from projections.projector import Projections
     from ledger.merkle_log import MerkleLog
 
+    from ledger import security_log
+
     store = Store(owner_url)
     Projections(store).catch_up()
     MerkleLog(store)
+    security_log.ensure(store)
     store.close()
     sql = (Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql").read_text()
     with psycopg.connect(pg_server, autocommit=True) as conn:
@@ -131,11 +134,16 @@ def test_postgres_app_runs_as_insert_select_role(pg_server: str, keys: Keys, tmp
             r = run(*args)
             assert r.exit_code == 0, (args, r.output)
         assert run("verify", "--checkpoint", str(tmp_path / "cp.txt"), "--since-checkpoint").exit_code == 0
+        refused = run("append", "LabResultRecorded", "--participant", "S01-001", "--data", "{}",
+                      "--key", str(keys.path("outsider")))
+        assert refused.exit_code == 3 and "warning" not in refused.stderr  # the app role may log it
+        assert len(json.loads(run("security-log", "--json").stdout)) == 1
         with psycopg.connect(app_url.split("?")[0], autocommit=True) as conn:
             for statement in (f'UPDATE "{schema}".ledger_events SET topic = \'x\'',
                               f'DELETE FROM "{schema}".ledger_events',
                               f'TRUNCATE "{schema}".ledger_events',
-                              f'DROP TRIGGER ledger_events_no_update_delete ON "{schema}".ledger_events'):
+                              f'DROP TRIGGER ledger_events_no_update_delete ON "{schema}".ledger_events',
+                              f'DELETE FROM "{schema}".security_log'):
                 with pytest.raises(psycopg.Error):
                     conn.execute(statement)
     finally:

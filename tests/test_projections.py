@@ -20,6 +20,7 @@ from ledger.keys import generate
 from ledger.store import Store
 from projections import audit as audit_module
 from projections.projector import Projections
+from domain.datamanagement import casebook_hash
 from tests.conftest import Cli, Keys, initialise, register
 
 T0 = "2010-09-01T09:00:00+08:00"
@@ -54,6 +55,17 @@ def full_history(trial: Trial, keys: Keys, participant: str = "S01-001") -> dict
                             reason="transcription error")
     add("EntryVoided", {"target_event_id": ids["spurious"]}, "lab1", reason="wrong participant")
     add("RecordReviewed", {"scope": "screening"}, "mon1")
+    # data management (issue 20)
+    add("QueryRaised", {"query_id": "Q1", "target_event_id": ids["lab"], "text": "check the value"}, "mon1")
+    add("QueryAnswered", {"query_id": "Q1", "text": "corrected", "correction_event_id": ids["correction"]}, "lab1")
+    add("QueryClosed", {"query_id": "Q1"}, "mon1")
+    add("QueryReopened", {"query_id": "Q1", "text": "unit?"}, "mon1")
+    record = trial.store.record_by_event_id(ids["lab"])
+    assert record is not None
+    add("SourceVerified", {"target_event_id": ids["lab"], "target_hash": record.hash.hex()}, "mon1")
+    length = trial.store.stream_length(participant)
+    add("CasebookSigned", {"up_to_position": length,
+                           "casebook_hash": casebook_hash(r.hash for r in trial.store.stream_records(participant))})
     add("ConsentWithdrawn", {"scope": "treatment"}, reason="personal")
     add("ParticipantWithdrawn", {}, reason="consent withdrawn")
     add("ParticipantCompleted", {})
@@ -68,6 +80,9 @@ def test_every_audit_column_in_csv_and_json_for_every_type(trial: Trial, keys: K
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,
                                                    "icf_version": "1.1"}), keys.signers["admin"])
     trial.append(Command("SignerRevoked", None, {"user_id": "coord1"}, reason="left"), keys.signers["admin"])
+    trial.append(Command("DatabaseLocked", None, {"participant": "S01-001"}), keys.signers["admin"])
+    trial.append(Command("DatabaseUnlocked", None, {"participant": "S01-001"}, reason="reopened"),
+                 keys.signers["admin"])
     vkey = str(vkey_for("w.test/a", generate()))
     for type_name, data, reason in (("WitnessAdded", {"name": "w.test/a", "url": "http://127.0.0.1:1", "vkey": vkey},
                                      None), ("WitnessPolicySet", {"quorum": 1}, None),
@@ -191,7 +206,7 @@ def test_audit_filters(trial: Trial, keys: Keys, run: Cli) -> None:
     by_participant = json.loads(run("audit", "--participant", "S01-002", "--format", "json").stdout)
     assert {r["participant"] for r in by_participant} == {"S01-002"}
     by_user = json.loads(run("audit", "--user", "mon1", "--format", "json").stdout)
-    assert {r["user_id"] for r in by_user} == {"mon1"} and len(by_user) == 2
+    assert {r["user_id"] for r in by_user} == {"mon1"} and len(by_user) == 6  # 2 + 4 data-management events
     future = (datetime.now(UTC) + timedelta(hours=1)).astimezone().isoformat()
     assert json.loads(run("audit", "--since", future, "--format", "json").stdout) == []
     # the same instant written in another offset selects the same rows
