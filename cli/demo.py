@@ -20,7 +20,7 @@ from projections.projector import Projections
 
 from cli.demo_witnesses import run_witnesses
 from cli.options import open_store
-from cli.read import render_summary
+from cli.read import render_summary, render_susar
 
 DEMO_PASSPHRASE = "demo-passphrase"
 
@@ -67,9 +67,17 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     click.echo(f"MSC-T2DM demo ledger: {db}  (seed {seed})")
     click.echo(f"events: {report.events}   head position: {report.head_position}")
     click.echo(render_summary(summary))
-    click.echo("\nplanted deviations:")
+    click.echo("\nplanted deviations (every one ever raised; a resolved one keeps its resolution):")
     for d in projections.deviations():
-        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
+        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['status']:<8}  "
+                   f"{d['message']}")
+        if d["status"] == "resolved":
+            click.echo(f"           resolved at position {d['resolved_at_position']} by {d['resolved_who']}: "
+                       f"{d['resolved_why'] or 'no reason given'}")
+    for p in projections.participants():
+        for ae_id, ae in sorted((projections.participant(p["participant"]) or {}).get("adverse_events", {}).items()):
+            if ae.get("susar"):
+                click.echo(f"\n{p['participant']} {ae_id} ({ae['term']}): {render_susar(ae['susar'])}")
     if witness_lines:
         click.echo("\nwitnesses (C2SP tlog-witness):\n" + "\n".join(witness_lines))
     click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")

@@ -121,10 +121,12 @@ def _render_state(st: dict[str, Any], product: Product, consent_event: str | Non
         lines += _signed(st, v["event_id"])
     for ae_id, ae in sorted(st["adverse_events"].items()):
         lines.append(f"AE {ae_id}: {ae['term']} grade {ae['grade']}{' SERIOUS' if ae['serious'] else ''} "
-                     f"({ae['relatedness']})")
+                     f"({ae['relatedness']})" + (f"  {render_susar(ae['susar'])}" if ae.get("susar") else ""))
         lines += _signed(st, ae.get("event_id"))
     for dev in st.get("deviations", []):
-        lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}")
+        resolved = f" [resolved by {dev.get('resolved_who')}: {dev.get('resolved_why') or 'no reason given'}]" \
+            if dev.get("status") == "resolved" else ""
+        lines.append(f"DEVIATION {dev['kind']}{' (important)' if dev['important'] else ''}: {dev['message']}{resolved}")
     if "data_management" in st:
         d = st["data_management"]
         lines.append(f"sign-off: {dm.describe_signoff(d['signoff'])}")
@@ -216,16 +218,30 @@ class _TargetLabels:
 
 @click.command()
 @click.option("--participant", default=None)
+@click.option("--open", "open_only", is_flag=True, help="Only deviations not resolved since.")
 @click.pass_context
-def deviations(ctx: click.Context, participant: str | None) -> None:
-    """Protocol deviations derived from the log, plus those recorded explicitly."""
+def deviations(ctx: click.Context, participant: str | None, open_only: bool) -> None:
+    """Every protocol deviation ever raised, open or resolved (with the event, who and why), plus recorded ones."""
     proj = projections(ctx)
     if participant and proj.participant(participant) is None:
         raise InputRefused(f"participant: {participant} is not in the ledger")
-    rows = proj.deviations(participant)
-    text = "\n".join(f"{r['participant']:<10} {'IMPORTANT' if r['important'] else 'minor':<9} {r['kind']:<34} "
-                     f"{r['message']}" for r in rows)
-    emit(ctx, rows, text or "no deviations")
+    rows = proj.deviations(participant, open_only=open_only)
+    emit(ctx, rows, "\n".join(render_deviation(r) for r in rows) or "no deviations")
+
+
+def render_susar(clock: dict[str, Any]) -> str:
+    """A SUSAR's expedited-reporting clock, as `show` and the demo print it."""
+    done = f"reported {clock['reported_at']}" if clock.get("reported_at") else "NOT YET REPORTED"
+    return f"SUSAR: expedited report within {clock['report_within_days']} days, due {clock['due']}; {done}"
+
+
+def render_deviation(r: dict[str, Any]) -> str:
+    line = (f"{r['participant']:<10} {'IMPORTANT' if r['important'] else 'minor':<9} {r['status']:<8} "
+            f"{r['kind']:<34} {r['message']}  (raised at #{r['raised_at_position']})")
+    if r["status"] == "resolved":
+        line += (f"  resolved at #{r['resolved_at_position']} by {r['resolved_who']} (event {r['resolved_by']}): "
+                 f"{r['resolved_why'] or 'no reason given'}")
+    return line
 
 
 @click.command()

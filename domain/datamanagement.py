@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 
+from domain.events import SAFETY_FOLLOW_UP
+
 if TYPE_CHECKING:
     from domain.participant import Participant
     from domain.signers import SignerRegistry
@@ -38,7 +40,7 @@ CHANGE_TYPES = ("EntryCorrected", "EntryVoided")
 SIGNED_STATEMENTS = (*QUERY_TYPES, "SourceVerified", "CasebookSigned")
 # Entries a monitor verifies against source: clinical data, not corrections or review events.
 NOT_VERIFIABLE = (*DM_TYPES, *CHANGE_TYPES)
-SAFETY_TYPES = ("AdverseEventReported", "AdverseEventUpdated")
+SAFETY_TYPES = SAFETY_FOLLOW_UP
 LOCK_TYPES = ("DatabaseLocked", "DatabaseUnlocked")
 CASEBOOK_DOMAIN = b"trial-ledger casebook v1\n"
 

@@ -82,6 +82,8 @@ class ParticipantRegistered(Payload):
     site: str = ShortText
     sex: Literal["F", "M"]
     birth_year: int = Field(ge=1900, le=2100)
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="Full date of birth when the site may record it (exact age)")
 
 
 class ConsentSigned(Payload):
@@ -191,6 +193,14 @@ class ProtocolDeviationRecorded(Payload):
     description: str = Text
     important: StrictBool
     corrective_action: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class SafetyReportSubmitted(Payload):
+    """An expedited safety report (e.g. of a SUSAR) sent to the regulator; stops the AE's reporting clock."""
+
+    ae_id: str = ShortText
+    recipient: str = ShortText
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class EntryCorrected(Payload):
@@ -314,6 +324,7 @@ CATALOGUE: dict[str, EventType] = {
         EventType("AdverseEventReported", AdverseEventReported, participant=True, times=("awareness_at",)),
         EventType("AdverseEventUpdated", AdverseEventUpdated, participant=True, times=("awareness_at",)),
         EventType("ProtocolDeviationRecorded", ProtocolDeviationRecorded, participant=True),
+        EventType("SafetyReportSubmitted", SafetyReportSubmitted, participant=True),
         EventType("EntryCorrected", EntryCorrected, participant=True, reason_required=True),
         EventType("EntryVoided", EntryVoided, participant=True, reason_required=True),
         EventType("RecordReviewed", RecordReviewed, participant=True, default_meaning="review"),
@@ -330,6 +341,11 @@ CATALOGUE: dict[str, EventType] = {
     )
 }
 
+# Safety follow-up continues after a lock, a withdrawal or a completion (SPEC §4, §11).
+SAFETY_FOLLOW_UP = ("AdverseEventReported", "AdverseEventUpdated", "SafetyReportSubmitted")
+# Data management and record keeping about entries, not procedures on the participant.
+RECORD_KEEPING = ("EntryCorrected", "EntryVoided", "RecordReviewed", "ProtocolDeviationRecorded", "ConsentWithdrawn",
+                  "QueryRaised", "QueryAnswered", "QueryClosed", "QueryReopened", "SourceVerified", "CasebookSigned")
 PARTICIPANT_TYPES = tuple(name for name, t in CATALOGUE.items() if t.participant)
 STUDY_TYPES = tuple(name for name, t in CATALOGUE.items() if not t.participant)
 

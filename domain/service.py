@@ -28,9 +28,10 @@ from ledger.verify import Unauthorised
 from domain import datamanagement
 from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
-from domain.participant import Participant, check_participant_id
-from domain.protocol import Protocol
-from domain.rules import Deviation, Entry, IcfVersion, find_deviations
+from domain.authority import check_meaning, default_meaning
+from domain.participant import Actor, Participant, check_participant_id
+from domain.protocol import Protocol, parse_protocol
+from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
 from domain import witnesses
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
@@ -59,6 +60,8 @@ class Trial:
     def __init__(self, store: Store, clock: Callable[[], datetime] = utc_now):
         self.store = store
         self.clock = clock
+        self._versions_key: tuple[Any, ...] | None = None
+        self._versions: list[ProtocolVersion] = []
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -91,11 +94,43 @@ class Trial:
                                       if r.position <= position])
 
     def deviations(self, participant: str, upto: int | None = None,
-                   protocol: Protocol | None = None) -> list[Deviation]:
-        """One participant's deviations, judged on the log up to global position ``upto``."""
+                   protocol: Protocol | None = None) -> list[Tracked]:
+        """Every deviation ever raised for one participant, open or resolved, on the log up to ``upto``.
+
+        Each event is judged when it joins the log, under the protocol version
+        in force at its clinical time (``domain.rules.book``); ``protocol`` is
+        used only for a ledger whose genesis embeds no protocol document.
+        """
         entries = [Entry(r.envelope(), r.position) for r in self.store.stream_records(participant)
                    if upto is None or r.position <= upto]
-        return find_deviations(protocol or self.protocol(), participant, entries, self.icf_versions(upto))
+        return deviation_history(participant, entries, self.protocol_versions(upto, protocol))
+
+    def protocol_versions(self, upto: int | None = None, fallback: Protocol | None = None) -> list[ProtocolVersion]:
+        """The protocol versions of the study stream up to ``upto``, each with the clinical time it took effect."""
+        key = (upto, self.store.stream_length(STUDY_STREAM), id(fallback))
+        if self._versions_key == key:
+            return self._versions
+        versions: list[ProtocolVersion] = []
+        for record in self.store.stream_records(STUDY_STREAM):
+            if upto is not None and record.position > upto:
+                break
+            env = record.envelope()
+            if env.type not in ("StudyInitialised", "ProtocolAmended"):
+                continue
+            document = env.data.get("protocol")
+            current = versions[-1].protocol if versions else fallback
+            try:
+                protocol = parse_protocol(document) if isinstance(document, dict) else current
+            except InputRefused:
+                protocol = current
+            if protocol is None:
+                protocol = self.protocol()
+            icf = env.data.get("icf_version") if env.type == "ProtocolAmended" else protocol.icf_version
+            effective = parse_instant(env.occurred_at, "occurred_at")
+            versions.append(ProtocolVersion(record.position, effective, protocol, str(icf), env.event_id,
+                                            env.author, env.reason, env.data.get("reconsent_required") is True))
+        self._versions_key, self._versions = key, versions
+        return versions
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -161,14 +196,15 @@ class Trial:
         now = self.clock()
         occurred = parse_instant(command.occurred_at, "occurred_at") if command.occurred_at else now
         refuse_future(occurred, now)
-        meaning = command.meaning or et.default_meaning
+        role_entry = registry.signer_for_key(signer.key_id)
+        assert role_entry is not None
+        meaning = command.meaning or default_meaning(protocol, role_entry.role, et.default_meaning)
         if meaning not in MEANINGS:
             raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
+        check_meaning(protocol, role_entry.role, meaning)
         if command.event_id is not None:
             _check_event_id(command.event_id)
             self._refuse_duplicate_id(command.event_id)
-        role_entry = registry.signer_for_key(signer.key_id)
-        assert role_entry is not None
         own_only = command.type in protocol.roles[role_entry.role].own_entries_only \
             if role_entry.role in protocol.roles else False
         if et.participant:
@@ -176,8 +212,10 @@ class Trial:
             if participant not in states:
                 states[participant] = self.participant(participant)
             state = states[participant]
+            actor = Actor(author, role_entry.role, registry.role_of, occurred, now)
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only)
+                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only,
+                                  actor=actor)
             target = state.entries.get(str(payload.get("target_event_id")))
             check_consent_entry(command.type, payload, registry, target.type if target else None,
                                 lambda: self.store.stream(participant))

@@ -137,7 +137,8 @@ def test_report_renders_in_headless_chromium(demo: Path, tmp_path: Path) -> None
     participants = [f"S01-{n:03d}" for n in range(1, 29)]
     for p in participants:
         assert f'id="timeline-{p}"' in dom, p
-    assert dom.count('class="dev deviation-row"') == 4
+    assert dom.count('class="dev deviation-row"') == 5  # every deviation ever raised: one of them resolved
+    assert "resolved at" in dom and "visit id mis-keyed" in dom
     assert "dose 2 on study day 9" in dom and "VERIFIED" in dom
     checkpoint = (demo / "cp.txt").read_text()
     assert checkpoint.splitlines()[2] in dom  # the latest checkpoint's root, as the inspector holds it
