@@ -16,8 +16,10 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from domain.rules import Deviation, Entry, IcfVersion, find_deviations
-from domain.service import icf_version_of
+from domain.protocol import Protocol
+from domain.rules import Entry, IcfVersion
+from domain.rules.book import ProtocolVersion, Tracked, deviation_history
+from domain.service import icf_version_of, protocol_versions_of
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.timeutil import parse_time
 from ledger.envelope import Envelope, Record
@@ -25,7 +27,11 @@ from ledger.merkle import leaf_hash, root
 from ledger.verify import Report, verify_records
 from projections import audit as audit_rows
 from projections import state as states
+from projections.projector import RESOLUTION
 from projections.summary import counts, summarise
+
+DEVIATION_COLUMNS = ("participant", "kind", "important", "event_ids", "position", "message", "status",
+                     "raised_at_position")
 
 
 @dataclass
@@ -97,17 +103,31 @@ class VerifiedLog:
             states.apply(st, env, record.position)
         return st
 
-    def deviations(self, participant: str) -> list[Deviation]:
+    def deviations(self, participant: str) -> list[Tracked]:
+        """Every deviation ever raised, open or resolved, as the projector records them (domain.rules.book)."""
         protocol = self.registry.protocol
         if protocol is None:
             return []
         entries = [Entry(env, record.position) for record, env in self.stream(participant)]
-        return find_deviations(protocol, participant, entries, self.icf_versions)
+        return deviation_history(participant, entries, self.protocol_versions)
+
+    @cached_property
+    def protocol_versions(self) -> list[ProtocolVersion]:
+        study = [(record.position, env) for record, env in self.stream(STUDY_STREAM)]
+        protocol = self.registry.protocol
+
+        def genesis() -> Protocol:
+            assert protocol is not None
+            return protocol
+        return protocol_versions_of(study, None, genesis)
 
     def deviation_rows(self, participant: str) -> list[dict[str, Any]]:
-        return [{"participant": participant, "kind": d.kind, "important": d.important,
-                 "event_ids": list(d.event_ids), "position": d.first_position, "message": d.message}
-                for d in self.deviations(participant)]
+        """The rows ``deviations`` prints: raised, and how (or whether) each was resolved."""
+        out = []
+        for d in self.deviations(participant):
+            row = d.as_dict()
+            out.append({k: row[k] for k in (*DEVIATION_COLUMNS, *RESOLUTION)})
+        return out
 
     def summary(self) -> dict[str, Any]:
         all_counts = [counts(self.state(p)) for p in self.participants]
