@@ -54,7 +54,7 @@ EXTRA_ITEMS = (("OCCURRED_AT", "datetime"), ("MEANING", "text"))
 # Deviations the rules derive (SPEC §4), listed after each subject's signed entries.
 DERIVED = "DerivedDeviation"
 DERIVED_ITEMS = [("kind", "text"), ("important", "boolean"), ("message", "text"), ("event_ids", "text"),
-                 ("position", "integer")]
+                 ("position", "integer"), ("status", "text")]
 
 
 def forms() -> dict[str, EventType]:
