@@ -152,11 +152,6 @@ def check(env: Envelope, *, store: Store, registry: SignerRegistry, locks: Locks
     """Refuse a decided data-management envelope that breaks a rule (called once per decided event)."""
     if env.type in LOCK_TYPES:
         _check_lock_event(env, store, locks)
-    elif state is not None and env.type in CHANGE_TYPES:
-        target = state.entries.get(str(env.data.get("target_event_id")))
-        if target is not None and target.type in SIGNED_STATEMENTS:
-            raise InputRefused(f"data.target_event_id: a {target.type} cannot be corrected or voided; "
-                               "append a new one (a query is answered, closed or reopened)")
     elif state is not None and env.type in QUERY_TYPES:
         _check_query(env, registry, state, store)
     elif state is not None and env.type == "SourceVerified":

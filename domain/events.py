@@ -14,8 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from ledger.errors import InputRefused
 
+from domain.identifiers import USER_ID_PATTERN
+from domain.input_limits import check_depth
+
 Text = Field(min_length=1, max_length=2000)
 ShortText = Field(min_length=1, max_length=200)
+UserId = Field(pattern=USER_ID_PATTERN)  # matched whole (domain.identifiers)
 
 MEANINGS = ("authorship", "review", "approval", "responsibility")
 Meaning = Literal["authorship", "review", "approval", "responsibility"]
@@ -34,7 +38,7 @@ class StudyInitialised(Payload):
     protocol_version: str = ShortText
     protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     root_public_key: str = Field(min_length=44, max_length=44)
-    admin_id: str = ShortText
+    admin_id: str = UserId
     admin_name: str = ShortText
     protocol: dict[str, Any] | None = Field(
         default=None, description="The whole protocol document, so the ledger is self-contained"
@@ -42,7 +46,7 @@ class StudyInitialised(Payload):
 
 
 class SignerRegistered(Payload):
-    user_id: str = ShortText
+    user_id: str = UserId
     name: str = ShortText
     role: str = ShortText
     public_key: str = Field(min_length=44, max_length=44)
@@ -51,7 +55,7 @@ class SignerRegistered(Payload):
 
 
 class SignerRevoked(Payload):
-    user_id: str = ShortText
+    user_id: str = UserId
 
 
 class ProtocolAmended(Payload):
@@ -365,6 +369,7 @@ def validate_payload(type_name: str, data: Any, where: str = "data") -> dict[str
     et = event_type(type_name)
     if not isinstance(data, dict):
         raise InputRefused(f"{where}: must be a JSON object for {type_name}")
+    check_depth(data, where)
     try:
         model = et.model.model_validate(data)
     except ValidationError as e:

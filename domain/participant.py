@@ -22,7 +22,7 @@ from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 
 from domain.authority import check_edit
-from domain.datamanagement import QueryBook
+from domain.datamanagement import SIGNED_STATEMENTS, QueryBook
 from domain.events import CATALOGUE, RECORD_KEEPING, SAFETY_FOLLOW_UP, event_type, validate_payload
 from domain.protocol import Protocol
 from domain.timeutil import parse_instant
@@ -43,7 +43,7 @@ IDENTITY_FIELDS = {"LabResultRecorded": ("analyte",), "ScreeningAssessed": ("cri
 
 
 def check_participant_id(participant: object) -> str:
-    if not isinstance(participant, str) or not PARTICIPANT_ID.match(participant):
+    if not isinstance(participant, str) or not PARTICIPANT_ID.fullmatch(participant):
         raise InputRefused(
             "participant: must be a pseudonymous id such as S01-004 "
             "(letters, digits, '.', '_' or '-', at most 64)"
@@ -236,6 +236,9 @@ class Participant:
             raise InputRefused(f"data.target_event_id: no event {target_id} in {self.id}'s record")
         if target_id in self.voided:
             raise InputRefused(f"data.target_event_id: event {target_id} is already voided")
+        if target.type in SIGNED_STATEMENTS:
+            raise InputRefused(f"data.target_event_id: a {target.type} cannot be corrected or voided; "
+                               "append a new one (a query is answered, closed or reopened)")
         if target.type in UNCORRECTABLE or (type_name == "EntryVoided" and target.type in UNVOIDABLE):
             done = "corrected" if type_name == "EntryCorrected" else "voided"
             raise InputRefused(f"data.target_event_id: a {target.type} cannot be {done}")

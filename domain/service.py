@@ -29,11 +29,12 @@ from domain import datamanagement
 from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
 from domain.authority import check_meaning, default_meaning
+from domain.identifiers import canonical_event_id
 from domain.participant import Actor, Participant, check_participant_id
 from domain.protocol import Protocol, parse_protocol
 from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
 from domain import witnesses
-from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.signers import STUDY_STREAM, SignerRegistry, role_may_sign
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
 MAX_ATTEMPTS = 50
@@ -144,7 +145,7 @@ class Trial:
                 self._save([env], signer)
                 return env
             except PositionTaken:
-                self._refuse_duplicate_id(command.event_id)
+                self._refuse_duplicate_id(env.event_id if command.event_id is not None else None)
                 # Full jitter, so two tight writers do not collide in step forever.
                 time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
         raise StoreBusy(f"gave up after {MAX_ATTEMPTS} attempts: other writers kept taking the same position")
@@ -181,13 +182,14 @@ class Trial:
         refuse_future(occurred, now)
         role_entry = registry.signer_for_key(signer.key_id)
         assert role_entry is not None
+        if not role_may_sign(protocol, role_entry.role, command.type):  # before its meaning: the first reason
+            raise InputRefused(f"--key: role {role_entry.role} ({role_entry.user_id}) may not sign {command.type}")
         meaning = command.meaning or default_meaning(protocol, role_entry.role, et.default_meaning)
         if meaning not in MEANINGS:
             raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
         check_meaning(protocol, role_entry.role, meaning)
-        if command.event_id is not None:
-            _check_event_id(command.event_id)
-            self._refuse_duplicate_id(command.event_id)
+        event_id = canonical_event_id(command.event_id) if command.event_id is not None else None
+        self._refuse_duplicate_id(event_id)
         own_only = command.type in protocol.roles[role_entry.role].own_entries_only \
             if role_entry.role in protocol.roles else False
         if et.participant:
@@ -212,7 +214,7 @@ class Trial:
             stream, position = STUDY_STREAM, study_length + 1
         # Every field was built or validated above, so skip a second validation.
         env = Envelope.model_construct(
-            event_id=command.event_id or str(uuid.uuid4()), type=command.type, stream=stream,
+            event_id=event_id or str(uuid.uuid4()), type=command.type, stream=stream,
             position=position, occurred_at=iso(occurred), recorded_at=iso(now), author=author,
             key_id=signer.key_id, meaning=meaning, reason=command.reason or None, data=payload,
         )
@@ -325,12 +327,6 @@ def _effective(text: str) -> datetime | None:
 def _raw(b64: str) -> bytes:
     return raw_public_bytes(public_from_b64(b64))
 
-
-def _check_event_id(event_id: str) -> None:
-    try:
-        uuid.UUID(event_id)
-    except (ValueError, AttributeError, TypeError):
-        raise InputRefused("event_id: must be a UUID") from None
 
 def protocol_versions_of(study: list[tuple[int, Envelope]], fallback: Protocol | None,
                          genesis: Callable[[], Protocol]) -> list[ProtocolVersion]:

@@ -10,6 +10,8 @@ For every row, in global order:
 4. its stream position follows the previous event of the same stream;
 5. the authority (the signer registry, supplied by the domain) says the
    author was registered, unrevoked and allowed that event type here;
+   and its ``recorded_at`` does not run back from the previous event's
+   beyond the clock-skew tolerance (``ledger.clock``);
 6. its Ed25519 signature over the hash verifies under that key; these are
    checked in parallel across ``jobs`` processes.
 
@@ -30,6 +32,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from ledger.chain import GENESIS_PREV_HASH, link_hash
+from ledger.clock import RecordedTimes
 from ledger.envelope import Envelope, Record
 from ledger.keys import verify_signature
 
@@ -173,6 +176,7 @@ def verify_records(
     start_position: int = 0,
     stream_head: Callable[[str], int] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    start_recorded_at: str | None = None,
 ) -> Report:
     """Verify rows in global order; see the module docstring for the checks.
 
@@ -185,10 +189,11 @@ def verify_records(
     heads = _StreamHeads(stream_head)
     prev_hash, prev_position = start_hash, start_position
     checker = _SignatureChecker(jobs, report)
+    times = RecordedTimes(start_recorded_at)
     try:
         for record in records:
             report.events += 1
-            _verify_one(record, prev_hash, prev_position, heads, authority, checker, report)
+            _verify_one(record, prev_hash, prev_position, heads, authority, checker, report, times)
             prev_hash, prev_position = record.hash, record.position
             if on_progress and report.events % 1000 == 0:
                 on_progress(report.events)
@@ -207,6 +212,7 @@ def _verify_one(
     authority: Authority,
     checker: _SignatureChecker,
     report: Report,
+    times: RecordedTimes,
 ) -> None:
     def fail(reason: str) -> None:
         report.add(Finding(record.position, record.event_id, reason))
@@ -230,6 +236,9 @@ def _verify_one(
     if env.position != expected:
         fail(f"stream {env.stream!r} position {env.position} where {expected} was due")
     heads[env.stream] = max(env.position, heads[env.stream])
+    backwards = times.step(env.recorded_at)
+    if backwards:
+        fail(backwards)
     try:
         public_key = authority.authorise(env)
     except Unauthorised as e:

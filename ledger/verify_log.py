@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from ledger import checkpoint as notes
 from ledger.chain import link_hash
+from ledger.clock import recorded_at_of
 from ledger.envelope import Record
 from ledger.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
 from ledger.merkle_log import MerkleLog
@@ -39,7 +40,20 @@ def _folding(records: Iterator[Record], compact: CompactRange, stop_at: int | No
 
 def verify_log(store: Store, authority: Authority, *, jobs: int | None = None, note: str | None = None,
                since: bool = False, authority_streams: Sequence[str] = (),
-               on_progress: Callable[[int], None] | None = None) -> tuple[Report, notes.Checkpoint | None]:
+               on_progress: Callable[[int], None] | None = None,
+               origin: str | None = None) -> tuple[Report, notes.Checkpoint | None]:
+    """``origin``: this log's identity (``checkpoint.log_origin``, given by the CLI); a checkpoint of
+    another log is then a finding."""
+    report, cp = _verify_log(store, authority, jobs=jobs, note=note, since=since,
+                             authority_streams=authority_streams, on_progress=on_progress)
+    if cp is not None and origin is not None and cp.origin != origin:
+        report.add(Finding(0, "", f"checkpoint: it is of the log {cp.origin!r}, not of this one ({origin!r})"))
+    return report, cp
+
+
+def _verify_log(store: Store, authority: Authority, *, jobs: int | None, note: str | None,
+                since: bool, authority_streams: Sequence[str],
+                on_progress: Callable[[int], None] | None) -> tuple[Report, notes.Checkpoint | None]:
     if note is not None and since:
         return _verify_since(store, authority, note, jobs, authority_streams, on_progress)
     try:
@@ -139,7 +153,8 @@ def _verify_since(store: Store, authority: Authority, note: str, jobs: int | Non
     suffix = verify_records(
         _folding(store.records(after=boundary), compact, None, []), authority, jobs=jobs,
         start_hash=last.hash, start_position=last.position,
-        stream_head=lambda stream: store.stream_position_at(stream, boundary), on_progress=on_progress)
+        stream_head=lambda stream: store.stream_position_at(stream, boundary), on_progress=on_progress,
+        start_recorded_at=recorded_at_of(last.state))
     for finding in suffix.findings:
         report.add(finding)
     report.events = suffix.events
