@@ -27,7 +27,7 @@ from ledger.verify_log import verify_log
 
 from projections.verified import open_verified
 
-from cli import datamanagement, demo, documents, exports, keys, proofs, read, witness, witnessing
+from cli import datamanagement, demo, documents, exports, keys, package, proofs, read, witness, witnessing
 from cli.refusals import note_attempt
 from cli.options import (
     LedgerGroup,
@@ -104,14 +104,17 @@ def signer() -> None:
 @click.option("--role", required=True)
 @click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--valid-from", default=None, help="ISO time the key becomes valid (default: now).")
+@click.option("--organisation", default=None, help="The signer's organisation (site, lab, CRO), if any.")
 @key_option
 @passphrase_file_option
 @click.pass_context
 def signer_add(ctx: click.Context, user_id: str, name: str, role: str, public_key: Path,
-               valid_from: str | None, key: Path, passphrase_file: Path | None) -> None:
+               valid_from: str | None, organisation: str | None, key: Path, passphrase_file: Path | None) -> None:
     """Register a signer's public key with a role (signed by the admin)."""
     data = {"user_id": user_id, "name": name, "role": role, "public_key": read_public(public_key),
             "valid_from": valid_from or iso(utc_now())}
+    if organisation is not None:
+        data["organisation"] = organisation
     note_attempt(ctx, "signer add", "SignerRegistered")
     trial = Trial(open_store(ctx))
     env = trial.append(Command("SignerRegistered", None, data), load_signer(key, passphrase_file))
@@ -295,7 +298,7 @@ def schema(type_name: str | None) -> None:
 
 
 for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *witness.COMMANDS,
-                 demo.demo, keys.key, *datamanagement.COMMANDS):
+                 *package.COMMANDS, demo.demo, keys.key, *datamanagement.COMMANDS):
     cli.add_command(_command)
 
 

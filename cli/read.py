@@ -10,20 +10,22 @@ from typing import Any
 
 import click
 
+from cli.options import emit, open_store
 from domain.events import CATALOGUE
 from domain.protocol import LEGACY_PRODUCT, Product
+from domain.signers import STUDY_STREAM
 from domain.timeutil import epoch_us, parse_time
 from ledger.errors import InputRefused
 from ledger.merkle_log import MerkleLog
 from projections import audit as audit_rows
 from projections import datamanagement as dm
 from projections.projector import Projections
+from projections.signatures import line as sig_line
+from projections.signatures import signatures
 from projections.verified import VerifiedProjections, open_verified
 from projections.state import STATUSES
 from projections.timetravel import state_at
 from projections.witnessed import WitnessedTimes
-
-from cli.options import emit, open_store
 
 TABLE_WIDTH = 100  # the table view shortens long values; csv and json carry them whole
 
@@ -89,36 +91,59 @@ def show(ctx: click.Context, participant: str, as_of: datetime | None, position:
             raise InputRefused(f"participant: {participant} is not in the ledger")
         st["deviations"] = proj.deviations(participant)
     assert st is not None
+    source = _source(proj)
+    kept = [r for r in source.stream_records(participant) if r.position <= st["last_position"]]
+    st["signatures"] = signatures(kept, source.stream_records(STUDY_STREAM))
     public = {k: v for k, v in st.items() if k != "entries"}
-    view = dm.load_participant(trial.store, participant, until_position=position, until_recorded=as_of)
+    consent = [e for e, entry in st.get("entries", {}).items() if entry["type"] == "ConsentSigned"]
+    view = dm.load_participant(source, participant, until_position=position, until_recorded=as_of)
     public["data_management"] = dm.participant_summary(view, participant)
     protocol = trial.registry().protocol
-    emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT))
+    emit(ctx, public, _render_state(public, protocol.investigational_product() if protocol else LEGACY_PRODUCT,
+                                    consent[-1] if consent else None))
 
 
-def _render_state(st: dict[str, Any], product: Product) -> str:
+def _signed(st: dict[str, Any], event_id: str | None) -> list[str]:
+    """The 11.50 lines under one value: who signed it, when (UTC and local), meaning; then each later change."""
+    sig = st.get("signatures", {}).get(event_id or "")
+    if sig is None:
+        return []
+    verbs = {"EntryCorrected": "corrected", "EntryVoided": "voided", "AdverseEventUpdated": "updated"}
+    return ["    " + sig_line(sig)] + ["    " + sig_line(c, verbs.get(c["event_type"], "changed"))
+                                     for c in sig["changes"]]
+
+
+def _render_state(st: dict[str, Any], product: Product, consent_event: str | None = None) -> str:
     lines = [f"{st['participant']}  status: {st['status']}  site: {st['site']}  sex: {st['sex']}  "
              f"born: {st['birth_year']}"]
     if st.get("as_of") or st.get("as_of_position"):
         lines.append(f"(as recorded at {st.get('as_of') or 'position ' + str(st.get('as_of_position'))})")
     c = st["consent"]
     lines.append(f"consent: {c['status']} (ICF {c['icf_version']}, signed {c['signed_at']})")
+    lines += _signed(st, consent_event)
     if st["criteria"]:
         lines.append("criteria: " + "  ".join(f"{k}={'met' if v['met'] else 'NOT met'}"
                                              for k, v in sorted(st["criteria"].items())))
+        for k, v in sorted(st["criteria"].items()):
+            signed = _signed(st, v.get("event_id"))
+            lines += [f"  {k} {signed[0].strip()}", *signed[1:]] if signed else []
     for lab in st["labs"]:
         flag = " VOIDED" if lab["voided"] else (" (corrected)" if lab["corrected"] else "")
         lines.append(f"lab {lab['analyte']}: {lab['value']} {lab.get('unit', '')} at {lab['occurred_at']}{flag}")
+        lines += _signed(st, lab["event_id"])
     for d in st["doses"]:
         flag = " VOIDED" if d["voided"] else ""
         values = product.describe(d.get("product") or {})
         lines.append(f"dose {d['dose_number']}: day {d['study_day']} {d['route']} lot {d['lot']}"
                      f"{' ' + values if values else ''}{flag}")
+        lines += _signed(st, d["event_id"])
     for v in st["visits"]:
         lines.append(f"visit {v['visit']}: day {v['study_day']}")
+        lines += _signed(st, v["event_id"])
     for ae_id, ae in sorted(st["adverse_events"].items()):
         lines.append(f"AE {ae_id}: {ae['term']} grade {ae['grade']}{' SERIOUS' if ae['serious'] else ''} "
                      f"({ae['relatedness']})" + (f"  {render_susar(ae['susar'])}" if ae.get("susar") else ""))
+        lines += _signed(st, ae.get("event_id"))
     for dev in st.get("deviations", []):
         resolved = f" [resolved by {dev.get('resolved_who')}: {dev.get('resolved_why') or 'no reason given'}]" \
             if dev.get("status") == "resolved" else ""
@@ -184,15 +209,38 @@ def audit(ctx: click.Context, participant: str | None, user: str | None, type_na
             out.write(("," if n else "") + "\n" + json.dumps(row, sort_keys=True))
         out.write("\n]\n")
     else:
+        label = _TargetLabels(_source(proj))
         for row in rows:
-            change = f"{row['field']}: {row['old_value']} -> {row['new_value']}" if row["field"] else \
-                (f"voided {row['old_value']}" if row["event_type"] == "EntryVoided" else row["new_value"])
+            what = label(row["target_event_id"])
+            change = f"{what}{row['field']}: {row['old_value']} -> {row['new_value']}" if row["field"] else \
+                (f"voided {what}{row['old_value']}" if row["event_type"] == "EntryVoided" else row["new_value"])
             change = change if len(change or "") <= TABLE_WIDTH else change[:TABLE_WIDTH - 1] + "…"
-            out.write(f"#{row['position']:<6} {row['recorded_at']}  {row['user_id']} ({row['role']}, "
+            out.write(f"#{row['position']:<6} {row['recorded_at']}  occurred {row['occurred_at']}  "
+                      f"{row['user_id']} ({row['role']}, "
                       f"{row['user_name']}) {row['meaning']:<10} {row['participant'] or '-':<10} "
                       f"{row['event_type']:<24} {change}"
                       + (f"  reason: {row['reason']}" if row["reason"] else "")
                       + ("" if row["signature_verified"] else "  SIGNATURE NOT VERIFIED") + "\n")
+
+
+class _TargetLabels:
+    """What a correction or void changed, in the form's words ("FBG ", "dose 2 ", "AE-1 "), looked up once each."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.cache: dict[str, str] = {}
+
+    def __call__(self, target_event_id: str | None) -> str:
+        if not target_event_id:
+            return ""
+        if target_event_id not in self.cache:
+            record = self.store.record_by_event_id(target_event_id)
+            try:
+                env = record.envelope() if record is not None else None
+            except ValueError:
+                env = None
+            self.cache[target_event_id] = f"{audit_rows.entry_label(env.type, env.data)} " if env else ""
+        return self.cache[target_event_id]
 
 
 @click.command()

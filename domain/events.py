@@ -51,6 +51,7 @@ class SignerRegistered(Payload):
     role: str = ShortText
     public_key: str = Field(min_length=44, max_length=44)
     valid_from: str = ShortText
+    organisation: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class SignerRevoked(Payload):

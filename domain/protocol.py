@@ -13,6 +13,7 @@ import hashlib
 import json
 import string
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -208,6 +209,9 @@ class Protocol(_Strict):
     title: str
     icf_version: str
     target_enrolment: int = Field(ge=1)
+    start_date: date | None = None  # study facts the ODM export states (EffectiveDate) instead of guessing
+    primary_completion_date: date | None = None
+    completion_date: date | None = None
     late_entry_hours: float = Field(gt=0, default=72)
     sae_report_hours: float = Field(gt=0, default=24)
     criteria: tuple[Criterion, ...]

@@ -100,12 +100,9 @@ class Trial:
         for record in self.store.stream_records(STUDY_STREAM):
             if upto is not None and record.position > upto:
                 break
-            env = record.envelope()
-            if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
-                versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
-            elif env.type == "ProtocolAmended":
-                versions.append(IcfVersion(record.position, str(env.data.get("icf_version")),
-                                           _effective(env.occurred_at), env.data.get("reconsent_required") is True))
+            version = icf_version_of(record.envelope(), record.position)
+            if version is not None:
+                versions.append(version)
         return versions
 
     def registry_at(self, position: int) -> SignerRegistry:
@@ -130,25 +127,8 @@ class Trial:
         key = (upto, self.store.stream_length(STUDY_STREAM), id(fallback))
         if self._versions_key == key:
             return self._versions
-        versions: list[ProtocolVersion] = []
-        for record in self.store.stream_records(STUDY_STREAM):
-            if upto is not None and record.position > upto:
-                break
-            env = record.envelope()
-            if env.type not in ("StudyInitialised", "ProtocolAmended"):
-                continue
-            document = env.data.get("protocol")
-            current = versions[-1].protocol if versions else fallback
-            try:
-                protocol = parse_protocol(document) if isinstance(document, dict) else current
-            except InputRefused:
-                protocol = current
-            if protocol is None:
-                protocol = self.protocol()
-            icf = env.data.get("icf_version") if env.type == "ProtocolAmended" else protocol.icf_version
-            effective = parse_instant(env.occurred_at, "occurred_at")
-            versions.append(ProtocolVersion(record.position, effective, protocol, str(icf), env.event_id,
-                                            env.author, env.reason, env.data.get("reconsent_required") is True))
+        records = [r for r in self.store.stream_records(STUDY_STREAM) if upto is None or r.position <= upto]
+        versions = protocol_versions_of([(r.position, r.envelope()) for r in records], fallback, self.protocol)
         self._versions_key, self._versions = key, versions
         return versions
 
@@ -346,6 +326,16 @@ class Decider:
         return env
 
 
+def icf_version_of(env: Envelope, position: int) -> IcfVersion | None:
+    """The ICF version a study event puts in force (genesis or amendment), or None for other events."""
+    if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
+        return IcfVersion(position, str(env.data["protocol"].get("icf_version")))
+    if env.type == "ProtocolAmended":
+        return IcfVersion(position, str(env.data.get("icf_version")), _effective(env.occurred_at),
+                          env.data.get("reconsent_required") is True)
+    return None
+
+
 def _effective(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
@@ -356,3 +346,26 @@ def _effective(text: str) -> datetime | None:
 
 def _raw(b64: str) -> bytes:
     return raw_public_bytes(public_from_b64(b64))
+
+
+def protocol_versions_of(study: list[tuple[int, Envelope]], fallback: Protocol | None,
+                         genesis: Callable[[], Protocol]) -> list[ProtocolVersion]:
+    """The protocol versions among the study stream's (position, envelope) pairs, each with the clinical time
+    it took effect: one function for the store-backed Trial and the in-memory verified log."""
+    versions: list[ProtocolVersion] = []
+    for position, env in study:
+        if env.type not in ("StudyInitialised", "ProtocolAmended"):
+            continue
+        document = env.data.get("protocol")
+        current = versions[-1].protocol if versions else fallback
+        try:
+            protocol = parse_protocol(document) if isinstance(document, dict) else current
+        except InputRefused:
+            protocol = current
+        if protocol is None:
+            protocol = genesis()
+        icf = env.data.get("icf_version") if env.type == "ProtocolAmended" else protocol.icf_version
+        effective = parse_instant(env.occurred_at, "occurred_at")
+        versions.append(ProtocolVersion(position, effective, protocol, str(icf), env.event_id,
+                                        env.author, env.reason, env.data.get("reconsent_required") is True))
+    return versions

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,13 +26,18 @@ from ledger.verify import Authority, verify_records
 SIGNED_FIELDS = {"state", "prev_hash", "hash", "signature", "key_id"}
 
 
+def encode(r: Record) -> bytes:
+    """One line of the signed log (with its newline)."""
+    return canonical_bytes({
+        "state": r.state.decode("utf-8"), "prev_hash": r.prev_hash.hex(), "hash": r.hash.hex(),
+        "signature": base64.b64encode(r.signature).decode(), "key_id": r.key_id,
+    }) + b"\n"
+
+
 def export(store: Store, out: IO[bytes]) -> int:
     n = 0
     for r in store.records():
-        out.write(canonical_bytes({
-            "state": r.state.decode("utf-8"), "prev_hash": r.prev_hash.hex(), "hash": r.hash.hex(),
-            "signature": base64.b64encode(r.signature).decode(), "key_id": r.key_id,
-        }) + b"\n")
+        out.write(encode(r))
         n += 1
     return n
 
@@ -48,18 +53,23 @@ def is_signed_log(source: Source) -> bool:
 
 def _records(source: IO[bytes]) -> Iterator[Record]:
     with opened(source) as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                row: Any = json.loads(raw)
-                state = row["state"].encode("utf-8")
-                env = Envelope.from_canonical(state)
-                if any("\x00" in text for text in (env.stream, env.type, env.event_id, str(row["key_id"]))):
-                    raise InputRefused(f"line {number}: text may not contain a NUL character (\\u0000)")
-                yield Record(number, env.stream, env.position, env.type, env.event_id, state,
-                             bytes.fromhex(row["prev_hash"]), bytes.fromhex(row["hash"]),
-                             base64.b64decode(row["signature"], validate=True), str(row["key_id"]))
-            except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
-                raise InputRefused(f"line {number}: not a signed-log row") from None
+        yield from decode_lines(f)
+
+
+def decode_lines(lines: Iterable[bytes]) -> Iterator[Record]:
+    """Records of signed-log lines; each record's position is its line number. Raises InputRefused."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            row: Any = json.loads(raw)
+            state = row["state"].encode("utf-8")
+            env = Envelope.from_canonical(state)
+            if any("\x00" in text for text in (env.stream, env.type, env.event_id, str(row["key_id"]))):
+                raise InputRefused(f"line {number}: text may not contain a NUL character (\\u0000)")
+            yield Record(number, env.stream, env.position, env.type, env.event_id, state,
+                         bytes.fromhex(row["prev_hash"]), bytes.fromhex(row["hash"]),
+                         base64.b64decode(row["signature"], validate=True), str(row["key_id"]))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
+            raise InputRefused(f"line {number}: not a signed-log row") from None
 
 
 def import_signed_log(source: Source, authority: Authority, open_target: Callable[[], Store],

@@ -18,14 +18,14 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.signers import STUDY_STREAM
-from domain.timeutil import calendar_date, epoch_us, parse_time
+from domain.timeutil import calendar_date, parse_time
+from ledger import checkpoint as notes
 from ledger.verdict import judge
+from projections import audit as audit_rows
 from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
+from projections.verified_log import VerifiedLog
 from projections.witnessed import WitnessedTimes
-from projections.summary import summarise
-from projections.timetravel import state_at
-from projections.verified import VerifiedProjections
 
 DOSING = (-30, 20)     # days shown in the left panel
 FOLLOW_UP = (20, 400)  # days shown in the right panel
@@ -88,37 +88,54 @@ def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any
             "split": PAD + LEFT_W + PAD / 2, "zero": _x(0)}
 
 
-def build(projections: VerifiedProjections, as_of: datetime | None = None) -> str:
-    """The report from the verified log only: every figure on it is covered by the VERIFIED banner."""
-    trial = projections.trial
-    registry = projections.registry()
-    report = projections.vstore.report
-    verified_cp = projections.checkpoint()
-    checkpoint = None if verified_cp is None else {"tree_size": verified_cp.tree_size, "root": verified_cp.root,
-                                                   "note": verified_cp.note}
-    # Witnessed intervals recompute each checkpoint's root from the log, whose every row has just verified.
-    witnessed = WitnessedTimes(projections.vstore.store)
-    until_us = None if as_of is None else epoch_us(as_of.isoformat())
-    audits: dict[str | None, list[dict[str, Any]]] = {}
-    for audit_row in projections.audit(until_us=until_us):  # one replay of the log, not one per participant
-        audits.setdefault(audit_row["participant"], []).append(audit_row)
-    dm_view = dm.load(projections.vstore, until_recorded=as_of)
-    participants = []
-    for row in projections.participants():
-        pid = row["participant"]
-        if as_of is not None:
-            st = state_at(trial, pid, as_of=as_of)
-            if st["events"] == 0:
-                continue  # not yet in the ledger at that time
-            devs = st["deviations"]
-        else:
-            st = projections.participant(pid) or {}
-            devs = projections.deviations(pid)
-        audit = [{**a, **witnessed.interval(a["position"])} for a in audits.get(pid, [])]
-        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
+def checkpoint_view(log: VerifiedLog) -> dict[str, Any] | None:
+    """The checkpoint shown, checked against the log it is shown with: never presented on trust."""
+    note = log.checkpoint_note
+    if note is None:
+        return None
+    view: dict[str, Any] = {"note": note, "tree_size": None, "ok": False, "status": ""}
+    root_public = log.registry.root_public
+    try:
+        cp = notes.parse(note)[0] if root_public is None else notes.verify(note, root_public)
+    except notes.CheckpointError as e:
+        view["status"] = f"does not verify: {e}"
+        return view
+    view["tree_size"] = cp.size
+    if root_public is None:
+        view["status"] = "the log has no root key to check it with"
+    elif cp.size > len(log.records):
+        view["status"] = f"covers {cp.size} events but the log holds {len(log.records)}"
+    elif log.merkle_root(cp.size) != cp.root:
+        view["status"] = f"its root does not match the first {cp.size} events of the log"
+    else:
+        view["ok"] = True
+        view["status"] = f"signed by the root key; its root matches the first {cp.size} events of the log"
+    return view
+
+
+def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
+    """The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``)."""
+    registry = log.registry
+    labels = {env.event_id: audit_rows.entry_label(env.type, env.data) for env in log.envelopes}
+    audit_of: dict[str, list[dict[str, Any]]] = {}
+    witnessed = WitnessedTimes.from_log([e for e in log.envelopes if e.stream == STUDY_STREAM],
+                                        log.witness_notes(), log.records)
+    dm_view = dm.DataManagement.fold(log.records)
+    now = as_of or parse_time(log.head_recorded_at)  # query ages as of the log, never the wall clock
+    for row in log.audit():
+        if row["participant"]:
+            row.update(witnessed.interval(row["position"]))
+            row["what"] = labels.get(row["target_event_id"] or "", "")  # "FBG" of "FBG value: 6.2 → 7.2"
+            audit_of.setdefault(row["participant"], []).append(row)
+    participants: list[dict[str, Any]] = []
+    for pid in log.participants:
+        st = log.state(pid)
+        devs = log.deviation_rows(pid)
+        st["deviations"] = devs
+        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit_of.get(pid, []),
                              "timeline": timeline(st, devs, registry.protocol),
                              "consents": consent_rows(st, registry.documents),
-                             "dm": dm.participant_summary(dm_view, pid)})
+                             "dm": dm.participant_summary(dm_view, pid, now=now)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -130,18 +147,18 @@ def build(projections: VerifiedProjections, as_of: datetime | None = None) -> st
                 lag = recorded - aware if recorded and aware else None
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
+    report = log.report
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
-        study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report),
-        root_fingerprint=report.root_fingerprint,
-        checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
-        signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
-        tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
-        documents=document_rows(registry.documents),
-        witnesses=witnessed.latest(),
-        dm_totals=dm_view.totals(now=as_of),
+        study=registry.study_id, protocol=registry.protocol, icf_versions=log.icf_versions,
+        summary=log.summary(), verify=report, verdict=judge(report),
+        root_fingerprint=report.root_fingerprint, checkpoint=checkpoint_view(log), participants=participants,
+        deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
+        generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
+        tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
+        documents=document_rows(registry.documents), witnesses=witnessed.latest(),
+        dm_totals=dm_view.totals(now=now),
     )
 
 
