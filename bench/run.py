@@ -12,18 +12,21 @@ so the ratios survive a noisy machine better than the raw numbers do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
 import statistics
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    PASSPHRASE,
     PER_PARTICIPANT,
     PG,
     ROOT,
@@ -141,7 +144,32 @@ def table(results: list[dict[str, Any]], baselines: dict[str, float], meta: dict
         small, large = sqlite[0], sqlite[-1]
         lines.append(f"`show --as-of` at {large['events']} vs {small['events']} events: "
                      f"{large['show_as_of_s'] / small['show_as_of_s']:.2f}×")
+    if "key_load_right_s" in baselines:
+        lines.append(f"Key file load (Argon2id m=64 MiB, t=3, p=4): right passphrase "
+                     f"{baselines['key_load_right_s'] * 1000:.0f} ms, wrong passphrase "
+                     f"{baselines['key_load_wrong_s'] * 1000:.0f} ms: a guess costs the full KDF")
     return "\n".join(lines) + "\n"
+
+
+def key_load_seconds(work: Path, samples: int = 5) -> dict[str, float]:
+    """A right and a wrong passphrase cost the same: both run the key file's full Argon2id (SPEC §5.1)."""
+    from ledger.errors import KeyFileError
+    from ledger.keys import generate, read_private, write_key_pair
+
+    path = work / "bench.key"
+    write_key_pair(generate(), "bench", path, PASSPHRASE)
+    timings: dict[str, float] = {}
+    for label, passphrase in (("key_load_right_s", PASSPHRASE), ("key_load_wrong_s", PASSPHRASE + "x")):
+        runs = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            with contextlib.suppress(KeyFileError):
+                read_private(path, passphrase)
+            runs.append(time.perf_counter() - start)
+        timings[label] = statistics.median(runs)
+    print(f"key file load: right passphrase {timings['key_load_right_s'] * 1000:.1f} ms, "
+          f"wrong passphrase {timings['key_load_wrong_s'] * 1000:.1f} ms (median of {samples})")
+    return timings
 
 
 def main() -> None:
@@ -156,6 +184,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        baselines.update(key_load_seconds(work))
         for n in [int(s) for s in args.sizes.split(",") if s]:
             results.append(measure("sqlite", n, work, baselines))
         for n in [int(s) for s in args.pg_sizes.split(",") if s]:

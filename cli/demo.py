@@ -9,17 +9,15 @@ import click
 from domain.demo import GENESIS_AT, PEOPLE, SimClock, build
 from domain.protocol import bundled_protocol_path, load_protocol
 from domain.service import Trial
-from domain.signers import SignerRegistry
 from ledger.errors import InputRefused
 from ledger.keys import write_key_pair
 from ledger.location import is_postgres
 from ledger.verdict import judge
-from ledger.verify import verify_records
 from projections.datamanagement import load as load_data_management
-from projections.projector import Projections
+from projections.verified import open_verified
 
 from cli.options import open_store
-from cli.read import render_summary
+from cli.read import render_summary, render_susar
 
 DEMO_PASSPHRASE = "demo-passphrase"
 
@@ -52,11 +50,10 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     # Witness events carry today's time, not the simulated calendar: witnesses cosign in real time.
     witness_lines = run_witnesses(Trial(store), scenario.signers["admin-sponsor"], seed, keys_dir) \
         if witnesses else []
-    report = verify_records(store.records(), SignerRegistry(), jobs=jobs)
-    projections = Projections(store)
-    projections.catch_up()
+    projections = open_verified(store, jobs=jobs)  # what it prints is recomputed from the verified log
+    report = projections.vstore.report
     summary = projections.summary()
-    summary["data_management"] = load_data_management(store).totals()
+    summary["data_management"] = load_data_management(projections.vstore).totals()
     for user, signer in scenario.signers.items():
         path = keys_dir / f"{user}.key"
         for stale in (path, path.with_name(path.name + ".pub")):
@@ -68,9 +65,17 @@ def demo(ctx: click.Context, participants: int, seed: int, keys_dir: Path | None
     click.echo(f"MSC-T2DM demo ledger: {db}  (seed {seed})")
     click.echo(f"events: {report.events}   head position: {report.head_position}")
     click.echo(render_summary(summary))
-    click.echo("\nplanted deviations:")
+    click.echo("\nplanted deviations (every one ever raised; a resolved one keeps its resolution):")
     for d in projections.deviations():
-        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['message']}")
+        click.echo(f"  {d['participant']}  {'IMPORTANT' if d['important'] else 'minor    '}  {d['status']:<8}  "
+                   f"{d['message']}")
+        if d["status"] == "resolved":
+            click.echo(f"           resolved at position {d['resolved_at_position']} by {d['resolved_who']}: "
+                       f"{d['resolved_why'] or 'no reason given'}")
+    for p in projections.participants():
+        for ae_id, ae in sorted((projections.participant(p["participant"]) or {}).get("adverse_events", {}).items()):
+            if ae.get("susar"):
+                click.echo(f"\n{p['participant']} {ae_id} ({ae['term']}): {render_susar(ae['susar'])}")
     if witness_lines:
         click.echo("\nwitnesses (C2SP tlog-witness):\n" + "\n".join(witness_lines))
     click.echo(f"\nroot key fingerprint: {report.root_fingerprint}")

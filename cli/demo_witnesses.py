@@ -32,7 +32,8 @@ def _key(seed: int, name: str) -> Signer:
 
 def run_witnesses(trial: Trial, admin: Signer, seed: int, state_dir: Path) -> list[str]:
     """Start both witnesses, register them with quorum 2, checkpoint, stop them; return the lines to print."""
-    origin = checkpoint_origin(trial.registry())
+    origin = checkpoint_origin(trial.store)
+    assert origin is not None
     lines = []
     with ExitStack() as stack:
         for name in NAMES:

@@ -9,19 +9,25 @@ from typing import Any
 import click
 
 from domain.events import CATALOGUE, MEANINGS, json_schema
+from domain.identifiers import check_user_id
+from domain.input_limits import reject_constant
 from domain.protocol import load_protocol
 from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.text_guard import refuse_nul
 from domain.timeutil import iso, utc_now
 from ledger import security_log
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.verdict import judge
 from ledger.signed_log import import_signed_log, is_signed_log
+from ledger.snapshot import read_once
 from ledger.verify_log import verify_log
 
-from cli import datamanagement, demo, documents, exports, proofs, read, witness, witnessing
+from projections.verified import open_verified
+
+from cli import datamanagement, demo, documents, exports, keys, package, proofs, read, witness, witnessing
 from cli.refusals import note_attempt
 from cli.options import (
     LedgerGroup,
@@ -53,9 +59,8 @@ def cli(ctx: click.Context, db: str, as_json: bool) -> None:
 @passphrase_file_option
 @click.pass_context
 def keygen(ctx: click.Context, user_id: str, out: Path, passphrase_file: Path | None) -> None:
-    """Create an encrypted Ed25519 key (PKCS#12, PBKDF2 600k rounds, mode 0600)."""
-    if out.exists():
-        raise InputRefused(f"--out {out}: file exists; refusing to overwrite a key")
+    """Create an encrypted Ed25519 key (Argon2id + ChaCha20-Poly1305, mode 0600); refuses to overwrite."""
+    check_user_id(user_id, "--user-id")
     signer = generate()
     pub = write_key_pair(signer, user_id, out, passphrase(passphrase_file, confirm=True))
     emit(ctx, {"key": str(out), "public_key_file": str(pub), "key_id": signer.key_id,
@@ -74,6 +79,8 @@ def keygen(ctx: click.Context, user_id: str, out: Path, passphrase_file: Path | 
 def init(ctx: click.Context, protocol_path: Path, study_id: str, admin_id: str, admin_name: str,
          key: Path, passphrase_file: Path | None) -> None:
     """Write the genesis event: the protocol's hash and the sponsor's root key."""
+    for name, value in (("--study-id", study_id), ("--admin-id", admin_id), ("--admin-name", admin_name)):
+        refuse_nul(value, name)  # before the database is created: a refusal writes nothing
     protocol = load_protocol(protocol_path)
     signer = load_signer(key, passphrase_file)
     trial = Trial(open_store(ctx, create=True))
@@ -97,14 +104,17 @@ def signer() -> None:
 @click.option("--role", required=True)
 @click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--valid-from", default=None, help="ISO time the key becomes valid (default: now).")
+@click.option("--organisation", default=None, help="The signer's organisation (site, lab, CRO), if any.")
 @key_option
 @passphrase_file_option
 @click.pass_context
 def signer_add(ctx: click.Context, user_id: str, name: str, role: str, public_key: Path,
-               valid_from: str | None, key: Path, passphrase_file: Path | None) -> None:
+               valid_from: str | None, organisation: str | None, key: Path, passphrase_file: Path | None) -> None:
     """Register a signer's public key with a role (signed by the admin)."""
     data = {"user_id": user_id, "name": name, "role": role, "public_key": read_public(public_key),
             "valid_from": valid_from or iso(utc_now())}
+    if organisation is not None:
+        data["organisation"] = organisation
     note_attempt(ctx, "signer add", "SignerRegistered")
     trial = Trial(open_store(ctx))
     env = trial.append(Command("SignerRegistered", None, data), load_signer(key, passphrase_file))
@@ -130,7 +140,7 @@ def signer_revoke(ctx: click.Context, user_id: str, reason: str, key: Path, pass
 @click.pass_context
 def signer_list(ctx: click.Context) -> None:
     """Every signer with role, key id, registration and revocation."""
-    registry = Trial(open_store(ctx)).registry()
+    registry = open_verified(open_store(ctx)).registry()  # signers as the verified log states them
     rows = [
         {"user_id": s.user_id, "name": s.name, "role": s.role, "key_id": s.key_id,
          "registered_at": s.registered_at, "revoked_at": s.revoked_at, "revoke_reason": s.revoke_reason}
@@ -151,9 +161,13 @@ def _parse_data(text: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as e:
             raise InputRefused(f"--data {text}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=reject_constant)
     except json.JSONDecodeError as e:
         raise InputRefused(f"--data: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise InputRefused("--data: not valid JSON (too deeply nested)") from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise InputRefused(f"--data: not valid JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(value, dict):
         raise InputRefused("--data: must be a JSON object")
     return value
@@ -192,17 +206,18 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
 @click.pass_context
 def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: Path | None) -> None:
     """Append a JSON Lines file, all or nothing; or migrate an exported signed log into an empty ledger."""
-    if is_signed_log(file):
-        n = import_signed_log(file, SignerRegistry(), lambda: open_store(ctx, create=True))
-        emit(ctx, {"imported": n}, f"imported {n} signed events from {file}, hashes and signatures unchanged")
-        return
-    if key is None:
-        raise click.UsageError("--key is required to import unsigned lines")
-    note_attempt(ctx, "import")
-    trial = Trial(open_store(ctx))
-    signer = load_signer(key, passphrase_file)
-    with progress(ctx, "importing") as tick:
-        n = import_file(trial, file, signer, tick)
+    with read_once(file) as data:  # read exactly once: what is checked is what is written
+        if is_signed_log(data):
+            n = import_signed_log(data, SignerRegistry(), lambda: open_store(ctx, create=True))
+            emit(ctx, {"imported": n}, f"imported {n} signed events from {file}, hashes and signatures unchanged")
+            return
+        if key is None:
+            raise click.UsageError("--key is required to import unsigned lines")
+        note_attempt(ctx, "import")
+        trial = Trial(open_store(ctx))
+        signer = load_signer(key, passphrase_file)
+        with progress(ctx, "importing") as tick:
+            n = import_file(trial, data, signer, tick, name=str(file))
     emit(ctx, {"imported": n}, f"imported {n} events from {file}")
 
 
@@ -228,16 +243,17 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         except (OSError, UnicodeDecodeError) as e:
             raise click.BadParameter(str(getattr(e, "strerror", None) or e), param_hint="--checkpoint") from None
     store = open_store(ctx)
+    origin = proofs.checkpoint_origin(store)
     with progress(ctx, "verifying", store.count()) as tick:
         report, cp = verify_log(store, SignerRegistry(), jobs=jobs, note=note, since=since_checkpoint,
-                                authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000))
+                                authority_streams=(STUDY_STREAM,), on_progress=lambda n: tick(1000), origin=origin)
     newest_witnessed = witnessing.add_time_findings(store, report, witness_keys, note)
     findings = report.sorted()
     verdict = judge(report, expect_root=expect_root, since_checkpoint=since_checkpoint)
     witnessed_ok, witnessed = witnessing.verify_witnessed(note, witness_keys, quorum)
     ok = verdict.ok and witnessed_ok
     payload = {
-        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint,
+        "ok": ok, "events": report.events, "root_fingerprint": report.root_fingerprint, "origin": origin,
         "expected_root": expect_root, "head_position": report.head_position,
         "head_hash": report.head_hash.hex(), "tree_size": report.tree_size, "tree_root": report.tree_root.hex(),
         "checkpoint_size": cp.size if cp else None, "since_checkpoint": since_checkpoint,
@@ -249,6 +265,7 @@ def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkp
         emit(ctx, payload, "")
     else:
         click.echo(f"root key fingerprint: {report.root_fingerprint}")
+        click.echo(f"log origin: {origin}")
         click.echo(f"events checked: {report.events}" + (" (after the checkpoint)" if since_checkpoint else ""))
         click.echo(f"tree size: {report.tree_size}  root: {report.tree_root.hex()}")
         if cp is not None:
@@ -281,7 +298,7 @@ def schema(type_name: str | None) -> None:
 
 
 for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *witness.COMMANDS,
-                 demo.demo, *datamanagement.COMMANDS):
+                 *package.COMMANDS, demo.demo, keys.key, *datamanagement.COMMANDS):
     cli.add_command(_command)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ledger.errors import InputRefused, LedgerError, UsageProblem
-from ledger.keys import Signer, is_world_readable, read_private
+from ledger.keys import Signer, is_legacy_key_file, is_world_readable, read_private
 from ledger.store import Store
 
 from cli.refusals import note_key, record_refusal
@@ -119,6 +119,9 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> str:
 def load_signer(key: Path, passphrase_file: Path | None) -> Signer:
     if is_world_readable(key):
         click.echo(f"warning: key file {key} is readable by other users; run chmod 600 {key}", err=True)
+    if is_legacy_key_file(key):
+        click.echo(f"warning: key file {key} is legacy PKCS#12, whose passphrase can be guessed cheaply; "
+                   f"run `trial-ledger key rewrap {key}`", err=True)
     note_key(key)
     signer = read_private(key, passphrase(passphrase_file))
     note_key(key, signer.key_id)

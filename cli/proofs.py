@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from pathlib import Path
 
 import click
 
 from domain.cosigning import Collection
-from domain.service import Trial
-from domain.signers import SignerRegistry
+from domain.identifiers import canonical_event_id
 from ledger import checkpoint as notes
 from ledger.errors import InputRefused
 from ledger.keys import Signer, read_public
+from ledger.merkle import consistency_proof, inclusion_proof, leaf_hash
 from ledger.merkle_log import MerkleLog
 from ledger.proofs import ProofError, bundle_note, consistency_bundle, inclusion_bundle, verify_bundle
 from ledger.store import Store
+from projections.verified import open_verified
 
 from cli import witnessing
 from cli.options import emit, key_option, load_signer, open_store, passphrase_file_option
@@ -33,6 +35,20 @@ def _write(out: Path | None, blob: bytes) -> None:
         click.echo(blob.decode(), nl=False)
     else:
         out.write_bytes(blob)
+
+
+def checkpoint_origin(store: Store) -> str | None:
+    """This ledger's checkpoint origin (``ledger.checkpoint.log_origin`` of its study id and genesis event),
+    or None when it is empty. One place: `checkpoint`, `verify` and the demo's witnesses use it.
+    """
+    first = store.page(0, 1)
+    if not first:
+        return None
+    try:
+        study_id = first[0].envelope().data.get("study_id")
+    except ValueError:  # a damaged genesis row: verify reports it; the origin just will not match
+        study_id = None
+    return notes.log_origin(str(study_id or ""), first[0].hash)
 
 
 @click.command()
@@ -53,23 +69,23 @@ def checkpoint(ctx: click.Context, key: Path, passphrase_file: Path | None, out:
         witnessing.report_collection(ctx, collection)
 
 
-def checkpoint_origin(registry: SignerRegistry) -> str:
-    """The log's checkpoint origin (one place: `checkpoint` and the demo's witnesses use it)."""
-    assert registry.root_fingerprint is not None
-    return f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
 
 
 def sign_checkpoint(store: Store, signer: Signer) -> tuple[int, bytes, str, Collection | None]:
     """Sign the whole log's checkpoint, ask the registered witnesses to cosign it, store it (also for `demo`)."""
-    registry = Trial(store).registry()
+    verified = open_verified(store)  # the root of the verified log is signed, never that of a stored table
+    registry = verified.registry()
     if registry.root_public is None or registry.study_id is None or registry.root_fingerprint is None:
         raise InputRefused("--db: the ledger is not initialised")
     if signer.public_raw not in registry.checkpoint_keys():
         raise InputRefused("--key: checkpoints are signed with the sponsor's root key (the key of `init`) "
                            "or a registered key of role log")
+    size, root = verified.vstore.report.tree_size, verified.vstore.report.tree_root
     tree = MerkleLog(store)
-    size = tree.sync()
-    cp = notes.Checkpoint(checkpoint_origin(registry), size, tree.root(size))
+    tree.sync()  # the stored tree stays a cache (witnesses read it); proofs are built from the verified log
+    origin = checkpoint_origin(store)
+    assert origin is not None
+    cp = notes.Checkpoint(origin, size, root)
     note = cp.sign(signer)
     collection = witnessing.collect_for(store, tree, note)
     note = collection.note if collection else note
@@ -87,19 +103,25 @@ def prove() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.pass_context
 def prove_inclusion(ctx: click.Context, event_id: str, out: Path | None) -> None:
-    """Prove that one event is in the log of the latest checkpoint."""
-    store = open_store(ctx)
-    record = store.record_by_event_id(event_id)
+    """Prove that one event is in the log of the latest checkpoint.
+
+    The log is verified first; the checkpoint must be signed by a checkpoint
+    key and reproduced by the verified log, and the path is built from the
+    verified rows, never from the stored Merkle tables.
+    """
+    verified = open_verified(open_store(ctx), checkpoints=True)
+    record = verified.vstore.record_by_event_id(event_id)
+    if record is None:  # the same id in another spelling (urn:uuid:, upper case, no hyphens)
+        with contextlib.suppress(InputRefused):
+            record = verified.vstore.record_by_event_id(canonical_event_id(event_id))
     if record is None:
         raise InputRefused(f"EVENT_ID: no event {event_id} in the ledger")
-    tree = MerkleLog(store)
-    tree.sync()
-    latest = tree.latest_checkpoint()
-    index = tree.leaf_index(record.position)
-    if latest is None or index is None or index >= latest["tree_size"]:
+    latest = verified.checkpoint()
+    leaves = verified.vstore.leaf_hashes()
+    index = next((i for i, leaf in enumerate(leaves) if leaf == leaf_hash(record.hash)), None)
+    if latest is None or index is None or index >= latest.tree_size:
         raise InputRefused("no checkpoint covers this event yet; run `trial-ledger checkpoint` first")
-    size = int(latest["tree_size"])
-    _write(out, inclusion_bundle(record, index, latest["note"], tree.inclusion(index, size)))
+    _write(out, inclusion_bundle(record, index, latest.note, inclusion_proof(index, leaves[:latest.tree_size])))
 
 
 @prove.command("consistency")
@@ -108,29 +130,30 @@ def prove_inclusion(ctx: click.Context, event_id: str, out: Path | None) -> None
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.pass_context
 def prove_consistency(ctx: click.Context, old_file: Path, out: Path | None) -> None:
-    """Prove that the latest checkpoint's log extends an older checkpoint."""
+    """Prove that the latest checkpoint's log extends an older checkpoint (paths from the verified log)."""
     old_note = _read_text(old_file, "--old")
     try:
         old = notes.parse(old_note)[0]
     except notes.CheckpointError as e:
         raise InputRefused(f"--old {old_file}: {e}") from None
-    store = open_store(ctx)
-    tree = MerkleLog(store)
-    tree.sync()
-    latest = tree.latest_checkpoint()
-    if latest is None or latest["tree_size"] < old.size or old.size == 0:
+    verified = open_verified(open_store(ctx), checkpoints=True)
+    latest = verified.checkpoint()
+    if latest is None or latest.tree_size < old.size or old.size == 0:
         raise InputRefused("no checkpoint at or beyond the old one; run `trial-ledger checkpoint` first")
-    proof = tree.consistency(old.size, int(latest["tree_size"])) if old.size < latest["tree_size"] else []
-    _write(out, consistency_bundle(old_note, latest["note"], proof))
+    leaves = verified.vstore.leaf_hashes()[:latest.tree_size]
+    proof = consistency_proof(old.size, leaves) if old.size < latest.tree_size else []
+    _write(out, consistency_bundle(old_note, latest.note, proof))
 
 
 @click.command("verify-proof")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--public-key", "public_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The sponsor's root public key (.pub).")
+@click.option("--origin", default=None, metavar="ORIGIN",
+              help="The log's origin as `verify` prints it: a checkpoint of any other log fails.")
 @witnessing.witness_options
 @click.pass_context
-def verify_proof(ctx: click.Context, file: Path, public_key: Path, witness_keys: tuple[str, ...],
+def verify_proof(ctx: click.Context, file: Path, public_key: Path, origin: str | None, witness_keys: tuple[str, ...],
                  quorum: int | None) -> None:
     """Check a proof bundle offline: no database needed; --witness/--quorum check its cosignatures."""
     try:
@@ -139,7 +162,7 @@ def verify_proof(ctx: click.Context, file: Path, public_key: Path, witness_keys:
         raise InputRefused(f"FILE {file}: {e.strerror}") from None
     public = base64.b64decode(read_public(public_key))
     try:
-        what = verify_bundle(blob, public)
+        what = verify_bundle(blob, public, origin)
     except ProofError as e:
         click.echo(f"FAIL: {e}", err=True)
         ctx.exit(1)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 
+from domain.events import SAFETY_FOLLOW_UP
+
 if TYPE_CHECKING:
     from domain.participant import Participant
     from domain.signers import SignerRegistry
@@ -38,7 +40,7 @@ CHANGE_TYPES = ("EntryCorrected", "EntryVoided")
 SIGNED_STATEMENTS = (*QUERY_TYPES, "SourceVerified", "CasebookSigned")
 # Entries a monitor verifies against source: clinical data, not corrections or review events.
 NOT_VERIFIABLE = (*DM_TYPES, *CHANGE_TYPES)
-SAFETY_TYPES = ("AdverseEventReported", "AdverseEventUpdated")
+SAFETY_TYPES = SAFETY_FOLLOW_UP
 LOCK_TYPES = ("DatabaseLocked", "DatabaseUnlocked")
 CASEBOOK_DOMAIN = b"trial-ledger casebook v1\n"
 
@@ -150,11 +152,6 @@ def check(env: Envelope, *, store: Store, registry: SignerRegistry, locks: Locks
     """Refuse a decided data-management envelope that breaks a rule (called once per decided event)."""
     if env.type in LOCK_TYPES:
         _check_lock_event(env, store, locks)
-    elif state is not None and env.type in CHANGE_TYPES:
-        target = state.entries.get(str(env.data.get("target_event_id")))
-        if target is not None and target.type in SIGNED_STATEMENTS:
-            raise InputRefused(f"data.target_event_id: a {target.type} cannot be corrected or voided; "
-                               "append a new one (a query is answered, closed or reopened)")
     elif state is not None and env.type in QUERY_TYPES:
         _check_query(env, registry, state, store)
     elif state is not None and env.type == "SourceVerified":

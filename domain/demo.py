@@ -18,6 +18,13 @@ the amended protocol file and ICF 2.0 are registered with the amendment,
 and every active participant re-consents on ICF 2.0 that evening, before
 any further procedure, so the amendment adds no deviation.
 
+Two more show the ledger's history of deviations and safety clocks:
+
+* S01-006 a day-30 visit keyed as D90 (outside its window): raised, then
+  resolved the next day by the investigator's correction and its reason;
+* S01-014 a serious, related, unexpected adverse event (a SUSAR) whose
+  15-day expedited-reporting clock stops with a ``SafetyReportSubmitted``.
+
 The trial ran in 2010–2011, so ``recorded_at`` comes from a simulated
 clock that follows the trial's calendar (entries are made the same
 afternoon), not from today's system clock. Everything else — canonical
@@ -65,6 +72,7 @@ LATE_LAB = 8
 LAB_BEFORE_CONSENT = 12
 CORRECTED = 3
 SERIOUS_AE = 14
+MISKEYED_VISIT = 6
 AMENDED_AT = datetime(2011, 3, 7, 18, 0, tzinfo=TZ)  # no procedure is ever scheduled at 18:00-18:30
 ICF_TEXT = (
     "MSC-T2DM-2010 participant information sheet and informed consent form, version {version}\n\n"
@@ -160,7 +168,7 @@ class Scenario:
         consented = day0 + timedelta(minutes=30)
         self.add("coord-wang", "ConsentSigned", pid,
                  {**self.icf("1.0" if consented < AMENDED_AT else "2.0"), "obtained_by": inv, "witness": "coord-wang"},
-                 consented)
+                 consented, lag=timedelta(minutes=10))
         self.spans[pid] = (inv, consented, None)
         draw = day0 + timedelta(hours=1)
         fails = SCREEN_FAILURES.get(n)
@@ -194,13 +202,13 @@ class Scenario:
                 data["value"] = values[criterion]
             if criterion == "E4" and fails == "E4":
                 data["evidence"] = "HBsAg positive"
-            self.add(inv, "ScreeningAssessed", pid, data, assess)
+            self.add(inv, "ScreeningAssessed", pid, data, assess, lag=timedelta(minutes=20))
         if failed:
             self.add(inv, "ScreenFailed", pid, {"failed_criteria": failed}, assess + timedelta(hours=1))
             self.end(pid, assess + timedelta(hours=1))
             return
-        self.add(inv, "EligibilityConfirmed", pid, {}, assess + timedelta(hours=1))
-        self.add("coord-wang", "Enrolled", pid, {}, assess + timedelta(hours=2))
+        self.add(inv, "EligibilityConfirmed", pid, {}, assess + timedelta(hours=1), lag=timedelta(minutes=30))
+        self.add("coord-wang", "Enrolled", pid, {}, assess + timedelta(hours=2), lag=timedelta(minutes=30))
         self.treat(pid, inv, n, dose1=day0 + timedelta(days=7))
 
     def treat(self, pid: str, inv: str, n: int, dose1: datetime) -> None:
@@ -235,14 +243,19 @@ class Scenario:
         fbg = rng.uniform(7.0, 11.0)
         for visit, day in (("D30", 30), ("D90", 90), ("D180", 180), ("D365", 365)):
             when = dose1 + timedelta(days=day + rng.randint(-2, 2), hours=1)
-            self.add(inv, "VisitCompleted", pid, {"visit": visit}, when)
+            visit_id = self.add(inv, "VisitCompleted", pid, {"visit": "D90" if n == MISKEYED_VISIT and visit == "D30"
+                                                            else visit}, when)
+            if n == MISKEYED_VISIT and visit == "D30":
+                self.add(inv, "EntryCorrected", pid, {"target_event_id": visit_id, "changes": {"visit": "D30"}},
+                         when + timedelta(days=1),
+                         reason="visit id mis-keyed: this was the day-30 visit (see visit worksheet)")
             fbg *= rng.uniform(0.85, 1.0)
             self.lab(pid, "FBG", round(fbg, 1), "mmol/L", when)
             self.lab(pid, "HBA1C", round(rng.uniform(6.3, 8.5), 1), "%", when)
             late = timedelta(days=5, hours=3) if (n == LATE_LAB and visit == "D90") else None
             self.lab(pid, "CPEPTIDE", round(rng.uniform(0.3, 1.2), 2), "nmol/L", when, lag=late)
-        self.add(inv, "ParticipantCompleted", pid, {}, dose1 + timedelta(days=366))
-        self.end(pid, dose1 + timedelta(days=366))
+        self.add(inv, "ParticipantCompleted", pid, {}, dose1 + timedelta(days=368))
+        self.end(pid, dose1 + timedelta(days=368))
 
     def amendment(self) -> None:
         """Protocol 1.1 with ICF 2.0, re-consent required; every active participant re-consents that evening."""
@@ -271,13 +284,17 @@ class Scenario:
                 aware - timedelta(hours=6), lag=timedelta(hours=13))
             self.add(inv, "AdverseEventUpdated", pid, {"ae_id": f"{pid}-AE1", "relatedness": "probable"},
                      aware + timedelta(days=3), reason="lipase peak 24 h after intra-arterial infusion")
+            # serious, related and unexpected: a SUSAR, reported within its 15-day clock
+            self.add(inv, "SafetyReportSubmitted", pid, {
+                "ae_id": f"{pid}-AE1", "recipient": "national regulator (expedited SUSAR report)",
+                "reference": f"SUSAR-2010-{n:03d}"}, aware + timedelta(days=6))
         elif rng.random() < 0.35:
             term, grade = rng.choice([("abdominal pain", 1), ("fever", 1), ("headache", 1), ("nausea", 2)])
             onset = dose1 + timedelta(days=rng.choice([0, 7, 14]), hours=5)
             self.add(inv, "AdverseEventReported", pid, {
                 "ae_id": f"{pid}-AE1", "term": term, "grade": grade, "serious": False,
                 "relatedness": rng.choice(["unlikely", "possible"]), "expected": True,
-                "awareness_at": (onset + timedelta(hours=2)).isoformat()}, onset)
+                "awareness_at": (onset + timedelta(hours=2)).isoformat()}, onset, lag=timedelta(hours=3))
 
 
 def build(trial: Trial, clock: SimClock, protocol: Protocol, *, seed: int, participants: int) -> Scenario:

@@ -14,8 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from ledger.errors import InputRefused
 
+from domain.identifiers import USER_ID_PATTERN
+from domain.input_limits import check_depth
+
 Text = Field(min_length=1, max_length=2000)
 ShortText = Field(min_length=1, max_length=200)
+UserId = Field(pattern=USER_ID_PATTERN)  # matched whole (domain.identifiers)
 
 MEANINGS = ("authorship", "review", "approval", "responsibility")
 Meaning = Literal["authorship", "review", "approval", "responsibility"]
@@ -34,7 +38,7 @@ class StudyInitialised(Payload):
     protocol_version: str = ShortText
     protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     root_public_key: str = Field(min_length=44, max_length=44)
-    admin_id: str = ShortText
+    admin_id: str = UserId
     admin_name: str = ShortText
     protocol: dict[str, Any] | None = Field(
         default=None, description="The whole protocol document, so the ledger is self-contained"
@@ -42,15 +46,16 @@ class StudyInitialised(Payload):
 
 
 class SignerRegistered(Payload):
-    user_id: str = ShortText
+    user_id: str = UserId
     name: str = ShortText
     role: str = ShortText
     public_key: str = Field(min_length=44, max_length=44)
     valid_from: str = ShortText
+    organisation: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class SignerRevoked(Payload):
-    user_id: str = ShortText
+    user_id: str = UserId
 
 
 class ProtocolAmended(Payload):
@@ -81,6 +86,8 @@ class ParticipantRegistered(Payload):
     site: str = ShortText
     sex: Literal["F", "M"]
     birth_year: int = Field(ge=1900, le=2100)
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="Full date of birth when the site may record it (exact age)")
 
 
 class ConsentSigned(Payload):
@@ -190,6 +197,14 @@ class ProtocolDeviationRecorded(Payload):
     description: str = Text
     important: StrictBool
     corrective_action: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class SafetyReportSubmitted(Payload):
+    """An expedited safety report (e.g. of a SUSAR) sent to the regulator; stops the AE's reporting clock."""
+
+    ae_id: str = ShortText
+    recipient: str = ShortText
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class EntryCorrected(Payload):
@@ -313,6 +328,7 @@ CATALOGUE: dict[str, EventType] = {
         EventType("AdverseEventReported", AdverseEventReported, participant=True, times=("awareness_at",)),
         EventType("AdverseEventUpdated", AdverseEventUpdated, participant=True, times=("awareness_at",)),
         EventType("ProtocolDeviationRecorded", ProtocolDeviationRecorded, participant=True),
+        EventType("SafetyReportSubmitted", SafetyReportSubmitted, participant=True),
         EventType("EntryCorrected", EntryCorrected, participant=True, reason_required=True),
         EventType("EntryVoided", EntryVoided, participant=True, reason_required=True),
         EventType("RecordReviewed", RecordReviewed, participant=True, default_meaning="review"),
@@ -329,6 +345,11 @@ CATALOGUE: dict[str, EventType] = {
     )
 }
 
+# Safety follow-up continues after a lock, a withdrawal or a completion (SPEC §4, §11).
+SAFETY_FOLLOW_UP = ("AdverseEventReported", "AdverseEventUpdated", "SafetyReportSubmitted")
+# Data management and record keeping about entries, not procedures on the participant.
+RECORD_KEEPING = ("EntryCorrected", "EntryVoided", "RecordReviewed", "ProtocolDeviationRecorded", "ConsentWithdrawn",
+                  "QueryRaised", "QueryAnswered", "QueryClosed", "QueryReopened", "SourceVerified", "CasebookSigned")
 PARTICIPANT_TYPES = tuple(name for name, t in CATALOGUE.items() if t.participant)
 STUDY_TYPES = tuple(name for name, t in CATALOGUE.items() if not t.participant)
 
@@ -348,6 +369,7 @@ def validate_payload(type_name: str, data: Any, where: str = "data") -> dict[str
     et = event_type(type_name)
     if not isinstance(data, dict):
         raise InputRefused(f"{where}: must be a JSON object for {type_name}")
+    check_depth(data, where)
     try:
         model = et.model.model_validate(data)
     except ValidationError as e:

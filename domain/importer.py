@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 from ledger.keys import Signer
+from ledger.snapshot import Source, opened
 
+from domain.input_limits import reject_constant
 from domain.service import Command, Decider, Trial
 
 LINE_FIELDS = {"type", "participant", "data", "occurred_at", "meaning", "reason", "event_id"}
@@ -26,13 +27,9 @@ MAX_LINE_BYTES = 1 << 20
 BATCH = 1000
 
 
-def read_commands(path: Path) -> Iterator[tuple[int, Command]]:
+def read_commands(source: Source) -> Iterator[tuple[int, Command]]:
     """(line number, command) for each non-blank line; a bad line is refused naming its number and field."""
-    try:
-        handle = path.open("rb")
-    except OSError as e:
-        raise InputRefused(f"{path}: {e.strerror}") from None
-    with handle:
+    with opened(source) as handle:
         for number, raw in enumerate(handle, 1):
             if len(raw) > MAX_LINE_BYTES:
                 raise InputRefused(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
@@ -43,11 +40,13 @@ def read_commands(path: Path) -> Iterator[tuple[int, Command]]:
 
 def _command(number: int, raw: bytes) -> Command:
     try:
-        row: Any = json.loads(raw.decode("utf-8"))
+        row: Any = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except UnicodeDecodeError:
         raise InputRefused(f"line {number}: not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as e:
         raise InputRefused(f"line {number}: not valid JSON ({getattr(e, 'msg', 'too deeply nested')})") from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise InputRefused(f"line {number}: not valid JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(row, dict):
         raise InputRefused(f"line {number}: must be a JSON object")
     unknown = sorted(set(row) - LINE_FIELDS)
@@ -83,8 +82,8 @@ def _decided(decider: Decider, commands: Iterator[tuple[int, Command]],
             tick(len(batch))
 
 
-def import_file(trial: Trial, path: Path, signer: Signer,
-                tick: Callable[[int], None] | None = None) -> int:
+def import_file(trial: Trial, path: Source, signer: Signer,
+                tick: Callable[[int], None] | None = None, name: str | None = None) -> int:
     """Check and append the whole file in one transaction; returns the number of events."""
 
     def batches() -> Iterator[list[Envelope]]:
@@ -93,5 +92,5 @@ def import_file(trial: Trial, path: Path, signer: Signer,
 
     count = trial.store.append_stream(batches(), signer)
     if count == 0:
-        raise InputRefused(f"{path}: no events to import")
+        raise InputRefused(f"{name or path}: no events to import")
     return count

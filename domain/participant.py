@@ -8,9 +8,12 @@ breaks the protocol is not refused here: see ``domain.rules``.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -18,20 +21,29 @@ from pydantic import TypeAdapter, ValidationError
 from ledger.envelope import Envelope
 from ledger.errors import InputRefused
 
-from domain.datamanagement import QueryBook
-from domain.events import CATALOGUE, event_type, validate_payload
+from domain.authority import check_edit
+from domain.datamanagement import SIGNED_STATEMENTS, QueryBook
+from domain.events import CATALOGUE, RECORD_KEEPING, SAFETY_FOLLOW_UP, event_type, validate_payload
 from domain.protocol import Protocol
 from domain.timeutil import parse_instant
 
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-UNCORRECTABLE = ("EntryCorrected", "EntryVoided", "ParticipantRegistered")
+UNCORRECTABLE = ("EntryCorrected", "EntryVoided")
+UNVOIDABLE = ("ParticipantRegistered",)
 AE_EVENTS = ("AdverseEventReported", "AdverseEventUpdated")
 RELATEDNESS_ORDER = ("unrelated", "unlikely", "possible", "probable", "definite")
 DOWNGRADABLE = ("grade", "serious", "relatedness")
+TERMINAL = ("ParticipantWithdrawn", "ParticipantCompleted")
+# What a terminal participant may still receive without a reason: safety follow-up and record keeping.
+AFTER_TERMINAL_FREE = SAFETY_FOLLOW_UP + RECORD_KEEPING
+# A correction may not change what an entry is about: void it and record the right one instead.
+IDENTITY_FIELDS = {"LabResultRecorded": ("analyte",), "ScreeningAssessed": ("criterion",),
+                   "AdverseEventReported": ("ae_id",), "AdverseEventUpdated": ("ae_id",),
+                   "SafetyReportSubmitted": ("ae_id",)}
 
 
 def check_participant_id(participant: object) -> str:
-    if not isinstance(participant, str) or not PARTICIPANT_ID.match(participant):
+    if not isinstance(participant, str) or not PARTICIPANT_ID.fullmatch(participant):
         raise InputRefused(
             "participant: must be a pseudonymous id such as S01-004 "
             "(letters, digits, '.', '_' or '-', at most 64)"
@@ -39,12 +51,41 @@ def check_participant_id(participant: object) -> str:
     return participant
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class EntryFacts:
-    """Two interned strings per entry: a million-line import keeps a million of these."""
+    """What a later correction or void of one entry needs: its type, author, clinical time and payload.
+
+    The payload is kept as compact JSON bytes (decoded only for a correction),
+    so a million-line import keeps a million small records, not dicts.
+    """
 
     type: str
     author: str
+    occurred_at: str
+    payload: bytes
+
+    @property
+    def data(self) -> dict[str, Any]:
+        value = json.loads(self.payload)
+        return value if isinstance(value, dict) else {}
+
+    def corrected(self, changes: dict[str, Any]) -> None:
+        self.payload = _compact({**self.data, **changes})
+
+
+def _compact(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str).encode()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who appends, in which role, and the times the checks compare against."""
+
+    author: str
+    role: str | None = None
+    role_of: Callable[[str], str | None] = lambda _user: None
+    occurred: datetime | None = None
+    now: datetime | None = None
 
 
 @dataclass
@@ -61,6 +102,7 @@ class Participant:
     aes: dict[str, list[str]] = field(default_factory=dict)
     ae_values: dict[str, dict[str, Any]] = field(default_factory=dict)
     queries: QueryBook = field(default_factory=QueryBook)  # data management (domain.datamanagement)
+    terminals: list[str] = field(default_factory=list)  # withdrawal and completion entries, in log order
 
     @classmethod
     def replay(cls, participant: str, envelopes: list[Envelope]) -> Participant:
@@ -75,17 +117,27 @@ class Participant:
 
     def apply(self, env: Envelope) -> None:
         self.length = env.position
-        self.entries[env.event_id] = EntryFacts(sys.intern(env.type), sys.intern(env.author))
+        self.entries[env.event_id] = EntryFacts(sys.intern(env.type), sys.intern(env.author), env.occurred_at,
+                                                _compact(dict(env.data)))
         data = env.data
         self.queries.apply(env)
+        if env.type in TERMINAL:
+            self.terminals.append(env.event_id)
         if env.type == "ParticipantRegistered":
             self.sex = data.get("sex")
         elif env.type == "EntryVoided":
             self.voided.add(str(data.get("target_event_id")))
         elif env.type == "EntryCorrected":
-            corrected = self.ae_values.get(str(data.get("target_event_id")))
+            target_id = str(data.get("target_event_id"))
+            changes = dict(data.get("changes") or {})
+            target = self.entries.get(target_id)
+            if target is not None:
+                target.corrected(changes)
+                if target.type == "ParticipantRegistered":
+                    self.sex = target.data.get("sex")
+            corrected = self.ae_values.get(target_id)
             if corrected is not None:
-                corrected.update({k: v for k, v in dict(data.get("changes") or {}).items() if k in DOWNGRADABLE})
+                corrected.update({k: v for k, v in changes.items() if k in DOWNGRADABLE})
         if env.type in AE_EVENTS:
             self.aes.setdefault(str(data.get("ae_id")), []).append(env.event_id)
             self.ae_values[env.event_id] = {k: data[k] for k in DOWNGRADABLE if data.get(k) is not None}
@@ -98,11 +150,23 @@ class Participant:
                 current.update(self.ae_values[event_id])
         return current
 
+    def terminal(self) -> tuple[str, str] | None:
+        """(what, since when) if the participant withdrew, completed or died, as the record now stands."""
+        for event_id in self.terminals:
+            if event_id not in self.voided:
+                facts = self.entries[event_id]
+                return ("withdrawn" if facts.type == "ParticipantWithdrawn" else "completed", facts.occurred_at)
+        for ae_id, ids in self.aes.items():
+            if self.ae_current(ae_id).get("grade") == 5:
+                return ("dead (grade 5 adverse event)", self.entries[ids[0]].occurred_at)
+        return None
+
     # -- refusals (SPEC §4) ---------------------------------------------------------------
 
     def check(self, type_name: str, data: dict[str, Any], *, author: str, reason: str | None,
-              protocol: Protocol, own_entries_only: bool) -> dict[str, Any]:
+              protocol: Protocol, own_entries_only: bool, actor: Actor | None = None) -> dict[str, Any]:
         """Refuse what may not be written; return the validated payload."""
+        actor = actor or Actor(author)
         et = event_type(type_name)
         if not et.participant:
             raise InputRefused(f"type: {type_name} is a study-level event, not a participant event")
@@ -119,30 +183,95 @@ class Participant:
         check_against_protocol = _PROTOCOL_CHECKS.get(type_name)
         if check_against_protocol:
             check_against_protocol(self, payload, protocol)
+        self._check_terminal(type_name, reason, actor)
+        if type_name in AE_EVENTS:
+            self._check_awareness(payload, actor.occurred, actor.now)
         if type_name in ("EntryCorrected", "EntryVoided"):
-            self._check_target(type_name, payload, author, own_entries_only)
+            self._check_target(type_name, payload, author, own_entries_only, protocol, actor)
         if type_name == "AdverseEventUpdated":
             if payload["ae_id"] not in self.aes:
                 raise InputRefused(f"data.ae_id: no adverse event {payload['ae_id']!r} was reported for {self.id}")
             lowered = downgrades(self.ae_current(payload["ae_id"]), payload)
             if lowered and not (reason and reason.strip()):
                 raise InputRefused(f"reason: a downgrade ({'; '.join(lowered)}) of {payload['ae_id']} requires a reason")
+        if type_name == "SafetyReportSubmitted" and payload["ae_id"] not in self.aes:
+            raise InputRefused(f"data.ae_id: no adverse event {payload['ae_id']!r} was reported for {self.id}")
         return payload
 
-    def _check_target(self, type_name: str, payload: dict[str, Any], author: str, own_only: bool) -> None:
+    def _check_terminal(self, type_name: str, reason: str | None, actor: Actor) -> None:
+        """Withdrawal, completion and death are terminal (SPEC §4); later procedures need a reason."""
+        terminal = self.terminal()
+        if terminal is None:
+            return
+        what, since = terminal
+        if type_name in TERMINAL:
+            raise InputRefused(f"type: {self.id} is already {what} (since {since}); {type_name} is refused")
+        if type_name in AFTER_TERMINAL_FREE or (reason and reason.strip()):
+            return
+        occurred = actor.occurred
+        if occurred is None or occurred >= parse_instant(since, "occurred_at"):
+            raise InputRefused(f"reason: {self.id} is {what} since {since}; {type_name} after that needs a --reason "
+                               "(it is recorded and flagged as an important deviation)")
+
+    def _check_awareness(self, payload: dict[str, Any], occurred: datetime | None, now: datetime | None,
+                         onset_at: str | None = None) -> None:
+        """Awareness of an AE lies between its onset and the time it is recorded (ICH E2A clocks start there)."""
+        if "awareness_at" not in payload:
+            return
+        aware = parse_instant(payload["awareness_at"], "data.awareness_at")
+        if onset_at is None and "ae_id" in payload and payload["ae_id"] in self.aes:
+            onset_at = self.entries[self.aes[payload["ae_id"]][0]].occurred_at
+        onset = parse_instant(onset_at, "occurred_at") if onset_at else occurred
+        if onset is not None and aware < onset:
+            raise InputRefused(f"data.awareness_at: {payload['awareness_at']} is before the onset ({onset.isoformat()})")
+        if now is not None and aware > now:
+            raise InputRefused(f"data.awareness_at: {payload['awareness_at']} is after the time of recording")
+
+    def _check_target(self, type_name: str, payload: dict[str, Any], author: str, own_only: bool,
+                      protocol: Protocol, actor: Actor) -> None:
         target_id = payload["target_event_id"]
         target = self.entries.get(target_id)
+        verb = "correct" if type_name == "EntryCorrected" else "void"
         if target is None:
             raise InputRefused(f"data.target_event_id: no event {target_id} in {self.id}'s record")
         if target_id in self.voided:
             raise InputRefused(f"data.target_event_id: event {target_id} is already voided")
-        if target.type in UNCORRECTABLE:
-            raise InputRefused(f"data.target_event_id: a {target.type} cannot be corrected or voided")
+        if target.type in SIGNED_STATEMENTS:
+            raise InputRefused(f"data.target_event_id: a {target.type} cannot be corrected or voided; "
+                               "append a new one (a query is answered, closed or reopened)")
+        if target.type in UNCORRECTABLE or (type_name == "EntryVoided" and target.type in UNVOIDABLE):
+            done = "corrected" if type_name == "EntryCorrected" else "voided"
+            raise InputRefused(f"data.target_event_id: a {target.type} cannot be {done}")
         if own_only and target.author != author:
-            raise InputRefused(f"data.target_event_id: your role may only {type_name[5:].lower()} its own entries")
+            raise InputRefused(f"data.target_event_id: your role may only {verb} its own entries")
+        check_edit(protocol, verb=verb, editor=author, editor_role=actor.role, author=target.author,
+                   author_role=actor.role_of(target.author), target_type=target.type)
         if type_name == "EntryCorrected":
-            validate_changes(target.type, payload["changes"])
+            self._check_correction(target, payload["changes"], protocol, actor)
 
+    def _check_correction(self, target: EntryFacts, changes: dict[str, Any], protocol: Protocol,
+                          actor: Actor) -> None:
+        """A corrected entry must pass every check a new entry of its type passes (SPEC §4)."""
+        validate_changes(target.type, changes)
+        original = target.data
+        for name in IDENTITY_FIELDS.get(target.type, ()):
+            if name in changes and changes[name] != original.get(name):
+                raise InputRefused(f"data.changes.{name}: a correction cannot change what the entry is about "
+                                   f"({name}); void it and record the right entry")
+        merged = {**original, **changes}
+        try:
+            corrected = validate_payload(target.type, merged, where="data.changes")
+        except InputRefused as e:
+            raise InputRefused(str(e)) from None
+        check_against_protocol = _PROTOCOL_CHECKS.get(target.type)
+        if check_against_protocol:
+            try:
+                check_against_protocol(self, corrected, protocol)
+            except InputRefused as e:
+                raise InputRefused(str(e).replace("data.", "data.changes.", 1)) from None
+        if target.type in AE_EVENTS:
+            self._check_awareness(corrected, parse_instant(target.occurred_at, "occurred_at"), actor.now,
+                                  onset_at=None if target.type == "AdverseEventUpdated" else target.occurred_at)
 
 
 def downgrades(current: dict[str, Any], update: dict[str, Any]) -> list[str]:
@@ -220,7 +349,16 @@ def _check_visit(_: Participant, p: dict[str, Any], protocol: Protocol) -> None:
         raise InputRefused(f"data.visit: {p['visit']!r} is not a protocol visit ({known})")
 
 
+def _check_registration(_: Participant, p: dict[str, Any], protocol: Protocol) -> None:
+    born = p.get("birth_date")
+    if born is not None and not str(born).startswith(f"{p['birth_year']:04d}-"):
+        raise InputRefused(f"data.birth_date: {born} is not in birth_year {p['birth_year']}")
+    if born is not None:
+        parse_instant(f"{born}T00:00:00+00:00", "data.birth_date")
+
+
 _PROTOCOL_CHECKS = {
+    "ParticipantRegistered": _check_registration,
     "LabResultRecorded": _check_lab,
     "ScreeningAssessed": _check_screening,
     "ScreenFailed": _check_screen_failed,

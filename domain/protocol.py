@@ -13,6 +13,7 @@ import hashlib
 import json
 import string
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,9 +184,18 @@ class Visit(_Strict):
 
 
 class Role(_Strict):
+    """What one role may sign, whose entries it may correct or void, and which signature meanings it may use.
+
+    ``supervises`` names the roles whose entries this role may correct or
+    void besides its own (SPEC §4); ``meanings`` the 21 CFR 11.50 meanings it
+    may sign with (``None``: any).
+    """
+
     may_sign: tuple[str, ...]
     except_: tuple[str, ...] = Field(default=(), alias="except")
     own_entries_only: tuple[str, ...] = ()
+    supervises: tuple[str, ...] = ()
+    meanings: tuple[Literal["authorship", "review", "approval", "responsibility"], ...] | None = None
     # Whether a signer of this role may be named as ``obtained_by`` of a consent (SPEC §10);
     # unset means: exactly when the role may sign ``ConsentSigned``.
     may_obtain_consent: bool | None = None
@@ -199,6 +209,9 @@ class Protocol(_Strict):
     title: str
     icf_version: str
     target_enrolment: int = Field(ge=1)
+    start_date: date | None = None  # study facts the ODM export states (EffectiveDate) instead of guessing
+    primary_completion_date: date | None = None
+    completion_date: date | None = None
     late_entry_hours: float = Field(gt=0, default=72)
     sae_report_hours: float = Field(gt=0, default=24)
     criteria: tuple[Criterion, ...]
@@ -206,6 +219,11 @@ class Protocol(_Strict):
     doses: tuple[Dose, ...]
     visits: tuple[Visit, ...] = ()
     roles: dict[str, Role]
+    # target event type -> the only roles that may correct or void it (e.g. an infusion: pharmacy, investigator)
+    editors: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # expedited reporting of a suspected unexpected serious adverse reaction, in days from awareness
+    susar_report_days: int = Field(gt=0, default=15)
+    susar_report_days_fatal: int = Field(gt=0, default=7)
     product: Product | None = None
 
     @model_validator(mode="after")
@@ -220,6 +238,14 @@ class Protocol(_Strict):
                     raise ValueError(f"criteria.{c.id}: unknown analyte {check.analyte!r}")
         if "admin" not in self.roles:
             raise ValueError("roles: an 'admin' role is required")
+        for name, role in self.roles.items():
+            for other in role.supervises:
+                if other not in self.roles:
+                    raise ValueError(f"roles.{name}.supervises: unknown role {other!r}")
+        for type_name, roles in self.editors.items():
+            for other in roles:
+                if other not in self.roles:
+                    raise ValueError(f"editors.{type_name}: unknown role {other!r}")
         routes = self.investigational_product().routes
         for d in self.doses:
             if d.route not in routes:
@@ -256,6 +282,11 @@ class Protocol(_Strict):
 
     def visit(self, visit_id: str) -> Visit | None:
         return next((v for v in self.visits if v.id == visit_id), None)
+
+    @property
+    def supervision(self) -> bool:
+        """Whether the file declares who supervises whom; without it any editor role may edit (older files)."""
+        return any(r.supervises for r in self.roles.values())
 
 
 def _location(error: dict[str, Any]) -> str:

@@ -28,11 +28,15 @@ from ledger.verify import Unauthorised
 from domain import datamanagement
 from domain.consenting import check_amendment, check_consent_entry
 from domain.events import MEANINGS, event_type, validate_payload
-from domain.participant import Participant, check_participant_id
-from domain.protocol import Protocol
-from domain.rules import Deviation, Entry, IcfVersion, find_deviations
+from domain.authority import check_meaning, default_meaning
+from domain.identifiers import canonical_event_id
+from domain.participant import Actor, Participant, check_participant_id
+from domain.protocol import Protocol, parse_protocol
+from domain.registry_check import RegistryHead, bound_registry
+from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
 from domain import witnesses
-from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.signers import STUDY_STREAM, SignerRegistry, role_may_sign
+from domain.text_guard import refuse_nul
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
 MAX_ATTEMPTS = 50
@@ -59,6 +63,9 @@ class Trial:
     def __init__(self, store: Store, clock: Callable[[], datetime] = utc_now):
         self.store = store
         self.clock = clock
+        self._registry_head: RegistryHead | None = None
+        self._versions_key: tuple[Any, ...] | None = None
+        self._versions: list[ProtocolVersion] = []
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -71,8 +78,21 @@ class Trial:
             raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
         return registry.protocol
 
+    def writer_registry(self) -> tuple[SignerRegistry, int]:
+        """The registry (and study-stream length) an append is authorised by: bound by the chain.
+
+        Not ``registry()``: that replays the study rows as stored. This one
+        refuses (exit 3) when a study row is forged, reordered, relabelled or
+        deleted; see ``domain.registry_check``. The verified head is cached on
+        this Trial, so later appends walk only the rows added since.
+        """
+        self._registry_head = bound_registry(self.store, self._registry_head)
+        return self._registry_head.fresh_registry(), len(self._registry_head.study)
+
     def participant(self, participant: str) -> Participant:
-        return Participant.replay(participant, self.store.stream(participant))
+        # Rows at ids <= 0 are outside the chain (verify names them); the writer never builds on them.
+        return Participant.replay(participant, [r.envelope() for r in self.store.stream_records(participant)
+                                                if r.position > 0])
 
     def icf_versions(self, upto: int | None = None) -> list[IcfVersion]:
         """The ICF version in force from each global position on (genesis, then amendments)."""
@@ -80,12 +100,9 @@ class Trial:
         for record in self.store.stream_records(STUDY_STREAM):
             if upto is not None and record.position > upto:
                 break
-            env = record.envelope()
-            if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
-                versions.append(IcfVersion(record.position, str(env.data["protocol"].get("icf_version"))))
-            elif env.type == "ProtocolAmended":
-                versions.append(IcfVersion(record.position, str(env.data.get("icf_version")),
-                                           _effective(env.occurred_at), env.data.get("reconsent_required") is True))
+            version = icf_version_of(record.envelope(), record.position)
+            if version is not None:
+                versions.append(version)
         return versions
 
     def registry_at(self, position: int) -> SignerRegistry:
@@ -94,16 +111,33 @@ class Trial:
                                       if r.position <= position])
 
     def deviations(self, participant: str, upto: int | None = None,
-                   protocol: Protocol | None = None) -> list[Deviation]:
-        """One participant's deviations, judged on the log up to global position ``upto``."""
+                   protocol: Protocol | None = None) -> list[Tracked]:
+        """Every deviation ever raised for one participant, open or resolved, on the log up to ``upto``.
+
+        Each event is judged when it joins the log, under the protocol version
+        in force at its clinical time (``domain.rules.book``); ``protocol`` is
+        used only for a ledger whose genesis embeds no protocol document.
+        """
         entries = [Entry(r.envelope(), r.position) for r in self.store.stream_records(participant)
                    if upto is None or r.position <= upto]
-        return find_deviations(protocol or self.protocol(), participant, entries, self.icf_versions(upto))
+        return deviation_history(participant, entries, self.protocol_versions(upto, protocol))
+
+    def protocol_versions(self, upto: int | None = None, fallback: Protocol | None = None) -> list[ProtocolVersion]:
+        """The protocol versions of the study stream up to ``upto``, each with the clinical time it took effect."""
+        key = (upto, self.store.stream_length(STUDY_STREAM), id(fallback))
+        if self._versions_key == key:
+            return self._versions
+        records = [r for r in self.store.stream_records(STUDY_STREAM) if upto is None or r.position <= upto]
+        versions = protocol_versions_of([(r.position, r.envelope()) for r in records], fallback, self.protocol)
+        self._versions_key, self._versions = key, versions
+        return versions
 
     # -- writing ----------------------------------------------------------------------------
 
     def initialise(self, protocol: Protocol, *, study_id: str, admin_id: str, admin_name: str,
                    signer: Signer, event_id: str | None = None) -> Envelope:
+        for name, value in (("--study-id", study_id), ("--admin-id", admin_id), ("--admin-name", admin_name)):
+            refuse_nul(value, name)
         if self.store.stream_length(STUDY_STREAM) > 0:
             raise InputRefused("init: this ledger is already initialised")
         data = {
@@ -129,7 +163,7 @@ class Trial:
                 self._save([env], signer)
                 return env
             except PositionTaken:
-                self._refuse_duplicate_id(command.event_id)
+                self._refuse_duplicate_id(env.event_id if command.event_id is not None else None)
                 # Full jitter, so two tight writers do not collide in step forever.
                 time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
         raise StoreBusy(f"gave up after {MAX_ATTEMPTS} attempts: other writers kept taking the same position")
@@ -158,20 +192,25 @@ class Trial:
 
     def _decide_one(self, command: Command, signer: Signer, registry: SignerRegistry, author: str,
                     states: dict[str, Participant], study_length: int) -> Envelope:
+        for name in ("type", "participant", "occurred_at", "meaning", "reason", "event_id"):
+            refuse_nul(getattr(command, name), name)
+        refuse_nul(command.data, "data")
         et = event_type(command.type)
         protocol = registry.protocol
         assert protocol is not None
         now = self.clock()
         occurred = parse_instant(command.occurred_at, "occurred_at") if command.occurred_at else now
         refuse_future(occurred, now)
-        meaning = command.meaning or et.default_meaning
-        if meaning not in MEANINGS:
-            raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
-        if command.event_id is not None:
-            _check_event_id(command.event_id)
-            self._refuse_duplicate_id(command.event_id)
         role_entry = registry.signer_for_key(signer.key_id)
         assert role_entry is not None
+        if not role_may_sign(protocol, role_entry.role, command.type):  # before its meaning: the first reason
+            raise InputRefused(f"--key: role {role_entry.role} ({role_entry.user_id}) may not sign {command.type}")
+        meaning = command.meaning or default_meaning(protocol, role_entry.role, et.default_meaning)
+        if meaning not in MEANINGS:
+            raise InputRefused(f"meaning: must be one of {', '.join(MEANINGS)}")
+        check_meaning(protocol, role_entry.role, meaning)
+        event_id = canonical_event_id(command.event_id) if command.event_id is not None else None
+        self._refuse_duplicate_id(event_id)
         own_only = command.type in protocol.roles[role_entry.role].own_entries_only \
             if role_entry.role in protocol.roles else False
         if et.participant:
@@ -179,8 +218,10 @@ class Trial:
             if participant not in states:
                 states[participant] = self.participant(participant)
             state = states[participant]
+            actor = Actor(author, role_entry.role, registry.role_of, occurred, now)
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
-                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only)
+                                  protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only,
+                                  actor=actor)
             target = state.entries.get(str(payload.get("target_event_id")))
             check_consent_entry(command.type, payload, registry, target.type if target else None,
                                 lambda: self.store.stream(participant))
@@ -194,7 +235,7 @@ class Trial:
             stream, position = STUDY_STREAM, study_length + 1
         # Every field was built or validated above, so skip a second validation.
         env = Envelope.model_construct(
-            event_id=command.event_id or str(uuid.uuid4()), type=command.type, stream=stream,
+            event_id=event_id or str(uuid.uuid4()), type=command.type, stream=stream,
             position=position, occurred_at=iso(occurred), recorded_at=iso(now), author=author,
             key_id=signer.key_id, meaning=meaning, reason=command.reason or None, data=payload,
         )
@@ -253,7 +294,7 @@ class Decider:
     def __init__(self, trial: Trial, signer: Signer, *, track_event_ids: bool = False):
         self.trial = trial
         self.signer = signer
-        self.registry = trial.registry()
+        self.registry, self.study_length = trial.writer_registry()
         if self.registry.protocol is None:
             raise InputRefused("--db: the ledger is not initialised (run `trial-ledger init`)")
         entry = self.registry.signer_for_key(signer.key_id)
@@ -261,7 +302,6 @@ class Decider:
             raise InputRefused(f"--key: key {signer.key_id} is not registered to any signer")
         self.author = entry.user_id
         self.states: dict[str, Participant] = {}
-        self.study_length = trial.store.stream_length(STUDY_STREAM)
         self.seen_ids: set[str] | None = set() if track_event_ids else None
         self.locks = datamanagement.Locks.replay(trial.store.stream(STUDY_STREAM))
 
@@ -286,6 +326,16 @@ class Decider:
         return env
 
 
+def icf_version_of(env: Envelope, position: int) -> IcfVersion | None:
+    """The ICF version a study event puts in force (genesis or amendment), or None for other events."""
+    if env.type == "StudyInitialised" and isinstance(env.data.get("protocol"), dict):
+        return IcfVersion(position, str(env.data["protocol"].get("icf_version")))
+    if env.type == "ProtocolAmended":
+        return IcfVersion(position, str(env.data.get("icf_version")), _effective(env.occurred_at),
+                          env.data.get("reconsent_required") is True)
+    return None
+
+
 def _effective(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
@@ -298,9 +348,24 @@ def _raw(b64: str) -> bytes:
     return raw_public_bytes(public_from_b64(b64))
 
 
-def _check_event_id(event_id: str) -> None:
-    try:
-        uuid.UUID(event_id)
-    except (ValueError, AttributeError, TypeError):
-        raise InputRefused("event_id: must be a UUID") from None
-
+def protocol_versions_of(study: list[tuple[int, Envelope]], fallback: Protocol | None,
+                         genesis: Callable[[], Protocol]) -> list[ProtocolVersion]:
+    """The protocol versions among the study stream's (position, envelope) pairs, each with the clinical time
+    it took effect: one function for the store-backed Trial and the in-memory verified log."""
+    versions: list[ProtocolVersion] = []
+    for position, env in study:
+        if env.type not in ("StudyInitialised", "ProtocolAmended"):
+            continue
+        document = env.data.get("protocol")
+        current = versions[-1].protocol if versions else fallback
+        try:
+            protocol = parse_protocol(document) if isinstance(document, dict) else current
+        except InputRefused:
+            protocol = current
+        if protocol is None:
+            protocol = genesis()
+        icf = env.data.get("icf_version") if env.type == "ProtocolAmended" else protocol.icf_version
+        effective = parse_instant(env.occurred_at, "occurred_at")
+        versions.append(ProtocolVersion(position, effective, protocol, str(icf), env.event_id,
+                                        env.author, env.reason, env.data.get("reconsent_required") is True))
+    return versions

@@ -108,6 +108,11 @@ class SignerRegistry:
     def root_fingerprint(self) -> str | None:
         return fingerprint(self.root_public_raw) if self.root_public_raw else None
 
+    def role_of(self, user_id: str) -> str | None:
+        """The role a user was registered with (the author of an entry, for who-may-edit-whom)."""
+        entry = self.signers.get(user_id)
+        return entry.role if entry is not None else None
+
     def checkpoint_keys(self, *, include_revoked: bool = False) -> list[bytes]:
         """Keys that may sign checkpoints: the root key and every key registered with role ``log``.
 
@@ -169,6 +174,9 @@ class SignerRegistry:
             self._check_valid_from(entry, envelope.recorded_at)
         if not role_may_sign(self.protocol, entry.role, envelope.type):
             raise Unauthorised(f"role {entry.role} ({entry.user_id}) may not sign {envelope.type}")
+        meanings = self.protocol.roles[entry.role].meanings
+        if meanings is not None and envelope.meaning not in meanings:
+            raise Unauthorised(f"role {entry.role} ({entry.user_id}) may not sign with meaning {envelope.meaning!r}")
         return entry.public_raw
 
     def _authorise_genesis(self, envelope: Envelope) -> bytes:

@@ -90,6 +90,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         self.insert_events_statement = (
             f"INSERT INTO {t} ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})")
         self.select_head_statement = f"SELECT hash FROM {t} ORDER BY rowid DESC LIMIT 1"
+        self.select_head_state_statement = f"SELECT state FROM {t} ORDER BY rowid DESC LIMIT 1"
 
     def construct_create_table_statements(self) -> list[str]:
         t = self.events_table_name
@@ -115,12 +116,19 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         # before reading the head, so no other process can append in between.
         c.execute("ROLLBACK")
         c.execute("BEGIN IMMEDIATE")
-        return self.insert_sealed(c, stored_events, sealer.seal(self.read_head(c), stored_events))
+        return self.insert_sealed(c, stored_events, sealer.seal(self.read_head(c), stored_events,
+                                                                self.read_head_state(c)))
 
     def read_head(self, c: Any) -> bytes:
         c.execute(self.select_head_statement)
         row = c.fetchone()
         return bytes(row[0]) if row else GENESIS_PREV_HASH
+
+    def read_head_state(self, c: Any) -> bytes | None:
+        """The head row's stored bytes: the sealer checks its recorded_at (ledger/clock.py)."""
+        c.execute(self.select_head_state_statement)
+        row = c.fetchone()
+        return bytes(row[0]) if row else None
 
     def insert_sealed(self, c: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
         ids = []
@@ -167,12 +175,16 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         self.select_head_statement = SQL(
             "SELECT hash FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
         ).format(schema=schema, table=table)
+        self.select_head_state_statement = SQL(
+            "SELECT state FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
+        ).format(schema=schema, table=table)
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         sealer = _require_sealer(kwargs)
         self.lock(curs)
         self._notify_channel(curs)
-        self.insert_sealed(curs, stored_events, sealer.seal(self.read_head(curs), stored_events))
+        self.insert_sealed(curs, stored_events, sealer.seal(self.read_head(curs), stored_events,
+                                                            self.read_head_state(curs)))
 
     def lock(self, curs: Any) -> None:
         self._lock_table(curs)
@@ -181,6 +193,12 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         curs.execute(self.select_head_statement)
         row = curs.fetchone()
         return bytes(row["hash"]) if row else GENESIS_PREV_HASH
+
+    def read_head_state(self, curs: Any) -> bytes | None:
+        """The head row's stored bytes: the sealer checks its recorded_at (ledger/clock.py)."""
+        curs.execute(self.select_head_state_statement)
+        row = curs.fetchone()
+        return bytes(row["state"]) if row else None
 
     def insert_sealed(self, curs: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
         """Insert with RETURNING; the library's caller fetches the ids."""
@@ -346,6 +364,9 @@ class Backend:
 
     def read_head(self, c: Any) -> bytes:
         return self.recorder.read_head(c)
+
+    def read_head_state(self, c: Any) -> bytes | None:
+        return self.recorder.read_head_state(c)
 
     def insert_sealed(self, c: Any, stored: Sequence[StoredEvent], seals: Sequence[Seal]) -> None:
         self.recorder.insert_sealed(c, stored, seals)

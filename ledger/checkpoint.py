@@ -15,6 +15,7 @@ public key) and the signature is Ed25519 over the body.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 
 from ledger import note as signed_note
@@ -34,6 +35,30 @@ def strict_b64(text: str) -> bytes:
         return signed_note.strict_b64(text)
     except NoteError as e:
         raise CheckpointError(str(e)) from None
+
+
+# A tree size is ASCII decimal without leading zeros and below 2**63 (tlog-checkpoint).
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+MAX_SIZE = 2**63 - 1
+
+
+def parse_size(text: str) -> int:
+    """A tree size in its one spelling; anything else (non-ASCII digits, signs, 5,000 digits) is malformed."""
+    if not _SIZE.fullmatch(text) or int(text) > MAX_SIZE:
+        raise CheckpointError("checkpoint origin or size is malformed")
+    return int(text)
+
+
+def log_origin(study_id: str, genesis_hash: bytes) -> str:
+    """The checkpoint origin of one ledger: its study and the first 8 bytes of its genesis event's hash.
+
+    Two ledgers of one study (or under one sponsor key) have different
+    genesis events, so a checkpoint of one cannot pass for the other. This is
+    the one place an origin is made; ``verify --checkpoint`` and
+    ``verify-proof --origin`` compare against it.
+    """
+    study = re.sub(r"[^A-Za-z0-9._-]", "_", study_id)
+    return f"trial-ledger/{study}/{genesis_hash[:8].hex()}"
 
 
 def note_key_id(name: str, public_raw: bytes) -> bytes:
@@ -72,12 +97,11 @@ def parse(note: str) -> tuple[Checkpoint, str, list[tuple[str, bytes, bytes]]]:
     if len(lines) < 4 or any(not line for line in lines[:-1]):
         raise CheckpointError("checkpoint body needs non-empty origin, size and root lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not size_text.isdigit() or not size_text.isascii() or (size_text != "0" and size_text.startswith("0")):
-        raise CheckpointError("checkpoint origin or size is malformed")
+    size = parse_size(size_text)
     root = strict_b64(root_text)
     if len(root) != 32:
         raise CheckpointError("checkpoint root is not 32 bytes")
-    return Checkpoint(origin, int(size_text), root), body, [(s.name, s.key_id, s.data) for s in sigs]
+    return Checkpoint(origin, size, root), body, [(s.name, s.key_id, s.data) for s in sigs]
 
 
 def verify(note: str, public_raw: bytes) -> Checkpoint:

@@ -45,6 +45,12 @@ class StoreError(LedgerError):
     exit_code = 4
 
 
+class IntegrityFailure(LedgerError):
+    """The log does not verify, so nothing read from it is shown (exit 1, SPEC §5.4, §6)."""
+
+    exit_code = 1
+
+
 class StoreConflict(StoreBusy):
     """The database refused a write for a uniqueness or integrity rule; nothing was written.
 

@@ -1,10 +1,9 @@
 """Ed25519 signing keys, their encrypted files and their fingerprints.
 
-A key file is PKCS#12 with PBES2 (PBKDF2-SHA256, 600,000 rounds,
-AES-256-CBC): its passphrase is the second signing component
-(21 CFR 11.200), and the slow KDF keeps a stolen file from falling to a
-cheap passphrase search. Plain PKCS#8 ``BestAvailableEncryption`` is not
-used because its KDF is fast.
+A key file's passphrase is the second signing component (21 CFR 11.200).
+The file format (Argon2id, then ChaCha20-Poly1305 over the seed, so every
+passphrase guess pays the full memory-hard KDF) is in ``ledger.keyfile``;
+this module creates, loads and rewraps the files.
 """
 
 from __future__ import annotations
@@ -20,16 +19,18 @@ from pathlib import Path
 
 from functools import lru_cache
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import pkcs12
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from ledger import keyfile
 from ledger.errors import KeyFileError
+from ledger.keyfile import DEFAULT_KDF, KdfParams
 
-KDF_ROUNDS = 600_000
+# Create only: never overwrite, never follow a symlink planted at the name.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def raw_public_bytes(public_key: Ed25519PublicKey) -> bytes:
@@ -131,29 +132,95 @@ def generate() -> Signer:
     return Signer(private_key=Ed25519PrivateKey.generate())
 
 
-def _encryption(passphrase: bytes) -> serialization.KeySerializationEncryption:
-    return (
-        serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(KDF_ROUNDS)
-        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
-        .hmac_hash(hashes.SHA256())
-        .build(passphrase)
-    )
-
-
-def write_key_pair(signer: Signer, user_id: str, path: Path, passphrase: str) -> Path:
-    """Write the encrypted key (mode 0600) and ``path.pub`` beside it; return the .pub path."""
-    if not passphrase:
-        raise KeyFileError("passphrase: must not be empty")
-    blob = pkcs12.serialize_key_and_certificates(
-        user_id.encode(), signer.private_key, None, None, _encryption(passphrase.encode())
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _create(path: Path, blob: bytes, mode: int) -> None:
+    """Write a new file; refuse (exit 3) if anything, even a dangling symlink, is at ``path``."""
+    try:
+        fd = os.open(path, _CREATE_FLAGS, mode)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: file exists; refusing to overwrite a key") from None
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror}") from None
     with os.fdopen(fd, "wb") as f:
         f.write(blob)
-    pub_path = path.with_name(path.name + ".pub")
-    pub_path.write_text(f"{signer.public_b64} {user_id}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def pub_path_for(path: Path) -> Path:
+    return path.with_name(path.name + ".pub")
+
+
+def write_key_pair(signer: Signer, user_id: str, path: Path, passphrase: str, *,
+                   kdf: KdfParams = DEFAULT_KDF) -> Path:
+    """Write the encrypted key (mode 0600) and ``path.pub`` beside it; return the .pub path.
+
+    Both are created with O_EXCL and O_NOFOLLOW, and nothing is written if
+    either name is taken. ``kdf`` is for tests (``keyfile.TEST_ONLY_KDF``).
+    """
+    pub_path = pub_path_for(path)
+    for p in (path, pub_path):
+        if os.path.lexists(p):
+            raise KeyFileError(f"{p}: file exists; refusing to overwrite a key")
+    blob = keyfile.seal(signer.private_key, user_id, passphrase, kdf)
+    _create(path, blob, 0o600)
+    try:
+        _create(pub_path, f"{signer.public_b64} {user_id}\n".encode(), 0o644)
+    except KeyFileError:
+        path.unlink()
+        raise
     return pub_path
+
+
+def _read_key_bytes(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(keyfile.MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise KeyFileError(f"key file {path}: {e.strerror}") from None
+
+
+def is_legacy_key_file(path: Path) -> bool:
+    """A PKCS#12 file from an earlier release: it loads, but a passphrase search against it is cheap."""
+    try:
+        return not keyfile.is_current(_read_key_bytes(path))
+    except KeyFileError:
+        return False
+
+
+def rewrap(path: Path, passphrase: str, *, kdf: KdfParams = DEFAULT_KDF) -> bool:
+    """Re-encrypt a key file in place in the current format; returns whether it was legacy.
+
+    Atomic: a new file (mode 0600) is written beside it, synced, and renamed
+    over it, so a crash leaves the old file or the new one, never half of one.
+    """
+    blob = _read_key_bytes(path)
+    legacy = not keyfile.is_current(blob)
+    private = keyfile.open_legacy(blob, passphrase, str(path)) if legacy \
+        else keyfile.open_sealed(blob, passphrase, str(path))
+    user_id = _legacy_user_id(path) if legacy else keyfile.user_id_of(blob)
+    new_blob = keyfile.seal(private, user_id, passphrase, kdf)
+    tmp = path.with_name(f".{path.name}.rewrap-{os.getpid()}")
+    _create(tmp, new_blob, 0o600)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise KeyFileError(f"key file {path}: {e.strerror}") from None
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return legacy
+
+
+def _legacy_user_id(path: Path) -> str:
+    """PKCS#12 files carried the user id as a friendly name; the .pub beside them carries it too."""
+    try:
+        words = pub_path_for(path).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return words[1] if len(words) > 1 else ""
 
 
 def is_world_readable(path: Path) -> bool:
@@ -166,17 +233,10 @@ def is_world_readable(path: Path) -> bool:
 
 def read_private(path: Path, passphrase: str) -> Signer:
     """Load a key file; a wrong passphrase or a damaged file is a one-line KeyFileError."""
-    try:
-        blob = path.read_bytes()
-    except OSError as e:
-        raise KeyFileError(f"key file {path}: {e.strerror}") from None
-    try:
-        key, _cert, _cas = pkcs12.load_key_and_certificates(blob, passphrase.encode())
-    except ValueError:
-        raise KeyFileError(f"key file {path}: wrong passphrase or not a key file") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"key file {path}: not an Ed25519 key")
-    return Signer(private_key=key)
+    blob = _read_key_bytes(path)
+    if keyfile.is_current(blob):
+        return Signer(private_key=keyfile.open_sealed(blob, passphrase, str(path)))
+    return Signer(private_key=keyfile.open_legacy(blob, passphrase, str(path)))
 
 
 def read_public(path: Path) -> str:

@@ -56,28 +56,68 @@ def _hex(value: Any) -> bytes:
 
 
 def _hexes(values: Any) -> list[bytes]:
-    if not isinstance(values, list):
-        raise ProofError("proof must be a list")
-    return [_hex(v) for v in values]
+    if not isinstance(values, list) or len(values) > 64:
+        raise ProofError("proof must be a list of at most 64 hashes")
+    hashes = [_hex(v) for v in values]
+    if any(len(h) != 32 for h in hashes):
+        raise ProofError("every proof hash must be 32 bytes")
+    return hashes
 
 
-def verify_bundle(blob: bytes, public_raw: bytes) -> str:
-    """Check a bundle with the sponsor's public key; returns a one-line description or raises ProofError."""
+def _size(value: Any, name: str) -> int:
+    """A JSON integer from 0 to 2**63-1; not a bool, float or string."""
+    if type(value) is not int or not 0 <= value <= notes.MAX_SIZE:
+        raise ProofError(f"{name} must be an integer from 0 to 2**63-1")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def verify_bundle(blob: bytes, public_raw: bytes, origin: str | None = None) -> str:
+    """Check a bundle with the sponsor's public key; returns a one-line description or raises ProofError.
+
+    With ``origin`` (the log's identity, ``checkpoint.log_origin``), a bundle
+    whose checkpoint belongs to another log fails even when the key signed it.
+    """
+    what = _verify_bundle(blob, public_raw)
+    found = _origin(blob)
+    if origin is not None and found != origin:
+        raise ProofError(f"the checkpoint is of the log {found!r}, not of {origin!r}")
+    return what
+
+
+def _origin(blob: bytes) -> str:
+    bundle = json.loads(blob)
+    note = bundle["checkpoint"] if bundle["type"] == "inclusion" else bundle["new_checkpoint"]
+    return notes.parse(note)[0].origin
+
+
+def _verify_bundle(blob: bytes, public_raw: bytes) -> str:
     try:
-        bundle = json.loads(blob)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        bundle = json.loads(blob, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: bad JSON, NaN, 5,000-digit integers
         raise ProofError("not a proof bundle (JSON)") from None
-    if not isinstance(bundle, dict) or encode(bundle) != blob:
+    try:
+        canonical = isinstance(bundle, dict) and encode(bundle) == blob
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        canonical = False
+    if not canonical:
         raise ProofError("the bundle's bytes are not its canonical form: it was altered")
     try:
         if bundle.get("type") == "inclusion":
             return _verify_inclusion(bundle, public_raw)
         if bundle.get("type") == "consistency":
             return _verify_consistency(bundle, public_raw)
+    except ProofError:
+        raise
     except notes.CheckpointError as e:
         raise ProofError(f"checkpoint: {e}") from None
     except (KeyError, TypeError, AttributeError):
         raise ProofError("the bundle lacks a required field") from None
+    except (ValueError, OverflowError, RecursionError):  # any other malformed value fails the check, never crashes
+        raise ProofError("the bundle holds a malformed value") from None
     raise ProofError("unknown bundle type")
 
 
@@ -89,14 +129,14 @@ def bundle_note(blob: bytes) -> str:
 
 def _verify_inclusion(bundle: dict[str, Any], public_raw: bytes) -> str:
     cp = notes.verify(bundle["checkpoint"], public_raw)
-    if bundle["tree_size"] != cp.size:
+    if _size(bundle["tree_size"], "tree_size") != cp.size:
         raise ProofError("tree_size differs from the checkpoint's")
     state = notes.strict_b64(bundle["event"]["state"])
     prev = _hex(bundle["event"]["prev_hash"])
+    if len(prev) != 32:
+        raise ProofError("prev_hash must be 32 bytes")
     digest = link_hash(state, prev)
-    index = bundle["leaf_index"]
-    if not isinstance(index, int):
-        raise ProofError("leaf_index must be an integer")
+    index = _size(bundle["leaf_index"], "leaf_index")
     try:
         verify_inclusion(index, cp.size, leaf_hash(digest), _hexes(bundle["proof"]), cp.root)
     except ValueError as e:

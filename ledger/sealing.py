@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ledger.chain import link_hash
+from ledger.clock import refuse_backwards
 from ledger.envelope import Envelope
 from ledger.errors import StoreError
 from ledger.keys import Signer
@@ -43,14 +44,18 @@ class Sealer:
         self.signer = signer
         self.envelopes = envelopes
 
-    def seal(self, head: bytes, stored: Sequence[Stored]) -> list[Seal]:
-        links = self.chain(head, stored)
+    def seal(self, head: bytes, stored: Sequence[Stored], head_state: bytes | None = None) -> list[Seal]:
+        links = self.chain(head, stored, head_state)
         return self.seals(links, [self.signer.sign(digest) for _prev, digest in links])
 
-    def chain(self, head: bytes, stored: Sequence[Stored]) -> list[tuple[bytes, bytes]]:
-        """(prev_hash, hash) of each event from ``head`` on; no signature is needed for the next link."""
+    def chain(self, head: bytes, stored: Sequence[Stored], head_state: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """(prev_hash, hash) of each event from ``head`` on; no signature is needed for the next link.
+
+        ``head_state`` is the head row's stored bytes: recorded time may not run back from it (ledger/clock.py).
+        """
         if len(stored) != len(self.envelopes):
             raise StoreError("internal: sealer and stored events differ in length")
+        refuse_backwards(head_state, self.envelopes)
         links = []
         prev = head
         for envelope, event in zip(self.envelopes, stored, strict=True):

@@ -66,7 +66,7 @@ class Store:
         pending: tuple[list[Any], Sealer, list[tuple[bytes, bytes]], Callable[[], list[bytes]]] | None = None
         with SigningPool(signer) as signing, backend.transaction(write=True, conflict=PositionTaken) as c:
             backend.lock_log(c)
-            head = backend.read_head(c)
+            head, head_state = backend.read_head(c), backend.read_head_state(c)
             # Batch k is chained here and signed by a worker while the loop pulls
             # (decides) batch k+1; it is inserted once its signatures are back.
             for batch in batches:
@@ -74,8 +74,8 @@ class Store:
                     continue
                 stored = [to_stored(e) for e in batch]
                 sealer = Sealer(signer, batch)
-                links = sealer.chain(head, stored)
-                head = links[-1][1]
+                links = sealer.chain(head, stored, head_state)  # refuses a clock that ran back (ledger/clock.py)
+                head, head_state = links[-1][1], stored[-1].state
                 signatures = signing.submit([digest for _prev, digest in links])
                 if pending is not None:
                     self._insert_pending(c, pending)

@@ -2,6 +2,7 @@
 
 For every row, in global order:
 
+0. its id is positive (a row at id 0 or below sits outside the chain);
 1. its ``prev_hash`` is the hash of the row before it (nothing deleted,
    inserted or reordered);
 2. ``SHA-256(state ‖ prev_hash)`` equals its stored hash (content unchanged);
@@ -10,6 +11,8 @@ For every row, in global order:
 4. its stream position follows the previous event of the same stream;
 5. the authority (the signer registry, supplied by the domain) says the
    author was registered, unrevoked and allowed that event type here;
+   and its ``recorded_at`` does not run back from the previous event's
+   beyond the clock-skew tolerance (``ledger.clock``);
 6. its Ed25519 signature over the hash verifies under that key; these are
    checked in parallel across ``jobs`` processes.
 
@@ -30,10 +33,12 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from ledger.chain import GENESIS_PREV_HASH, link_hash
+from ledger.clock import RecordedTimes
 from ledger.envelope import Envelope, Record
 from ledger.keys import failed_signatures, verify_signature
 
 MAX_FINDINGS_KEPT = 1000
+FIRST_ID = -(2**63)  # read from the lowest id a row can have: rows at ids <= 0 are findings, never skipped
 SIGNATURE_CHUNK = 512
 
 
@@ -191,6 +196,7 @@ def verify_records(
     start_position: int = 0,
     stream_head: Callable[[str], int] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    start_recorded_at: str | None = None,
 ) -> Report:
     """Verify rows in global order; see the module docstring for the checks.
 
@@ -203,10 +209,11 @@ def verify_records(
     heads = _StreamHeads(stream_head)
     prev_hash, prev_position = start_hash, start_position
     checker = _SignatureChecker(jobs, report)
+    times = RecordedTimes(start_recorded_at)
     try:
         for record in records:
             report.events += 1
-            _verify_one(record, prev_hash, prev_position, heads, authority, checker, report)
+            _verify_one(record, prev_hash, prev_position, heads, authority, checker, report, times)
             prev_hash, prev_position = record.hash, record.position
             if on_progress and report.events % 1000 == 0:
                 on_progress(report.events)
@@ -225,8 +232,11 @@ def _verify_one(
     authority: Authority,
     checker: _SignatureChecker,
     report: Report,
+    times: RecordedTimes,
 ) -> None:
     """The sequential checks of one row; written for the common case (no finding, no closure)."""
+    if record.position <= 0:
+        _fail(report, record, "row outside the chain: a stored id at or below 0 (the log's ids start at 1)")
     if record.prev_hash != prev_hash:
         _fail(report, record, f"chain broken: prev_hash does not match the event at position {prev_position}; "
                               "an event before it was deleted, inserted or reordered")
@@ -246,6 +256,9 @@ def _verify_one(
         _fail(report, record, f"stream {stream!r} position {position} where {last + 1} was due")
     if position > last:
         heads[stream] = position
+    backwards = times.step(env.recorded_at)
+    if backwards:
+        _fail(report, record, backwards)
     try:
         public_key = authority.authorise(env)
     except Unauthorised as e:

@@ -32,6 +32,26 @@ class Signer:
     role: str
 
 
+def signer_of(registry: Any, env: Envelope) -> Signer:
+    """Who signed ``env``, as ``registry`` (the signer registry at that point of the log) knew them."""
+    if env.type == "StudyInitialised":
+        return Signer(env.author, str(env.data.get("admin_name")), "admin")
+    entry = registry.signer_for_key(env.key_id)
+    if entry is not None:
+        return Signer(entry.user_id, entry.name, entry.role)
+    return Signer(env.author, "(unknown signer)", "(none)")
+
+
+def entry_label(type_name: str | None, data: dict[str, Any] | None) -> str:
+    """What an entry is about, in the words of its form: "FBG" for a lab, "dose 2", "I5", the AE id."""
+    data = data or {}
+    for key, fmt in (("analyte", "{}"), ("criterion", "{}"), ("dose_number", "dose {}"), ("ae_id", "{}"),
+                     ("visit", "visit {}"), ("icf_version", "ICF {}")):
+        if data.get(key) is not None:
+            return fmt.format(data[key])
+    return type_name or "entry"
+
+
 def rows_for(record: Record, env: Envelope, signer: Signer, verified: bool,
              target_data: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The audit rows of one event; ``target_data`` is the corrected/voided entry's current data."""

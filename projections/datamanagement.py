@@ -246,9 +246,9 @@ def load_participant(store: Any, participant: str, *, until_position: int | None
     return dm
 
 
-def participant_summary(view: DataManagement, participant: str) -> dict[str, Any]:
-    """What ``show`` and the report print about one participant's data management."""
-    qs = view.queries(participant)
+def participant_summary(view: DataManagement, participant: str, now: datetime | None = None) -> dict[str, Any]:
+    """What ``show`` and the report print about one participant's data management (query ages as of ``now``)."""
+    qs = view.queries(participant, now=now)
     return {"signoff": view.signoff(participant), "sdv": view.sdv(participant), "queries": qs,
             "open_queries": sum(1 for q in qs if q["status"] == "open"), "lock": view.lock(participant)}
 

@@ -1,61 +1,111 @@
-"""CDISC ODM 1.3.2 export (Transactional, Archival) with an AuditRecord and a Signature on every entry.
+"""CDISC ODM 1.3.2 export (Transactional, Archival) that loses nothing the ledger signed.
 
-Each signed participant event becomes one ItemGroupData transaction:
+A pure function of a verified log (``projections.verified_log``), so the
+inspection package and ``verify-package`` produce the same bytes.
 
-* ``Insert`` for an original entry, keyed by its event id (an AE by its ae_id);
-* ``Update`` for ``EntryCorrected`` (only the changed items) and ``AdverseEventUpdated``,
-  after the original, which is kept;
-* ``Remove`` for ``EntryVoided``.
+* **Metadata** comes from the event catalogue's pydantic models: one form
+  and item group per participant event type, one ItemDef per payload field
+  (DataType from the field's annotation), plus ``OCCURRED_AT`` (the clinical
+  time with its offset) and ``MEANING``. Study facts (name, protocol,
+  EffectiveDate) come from the protocol embedded in the log.
+* **Clinical data**: each participant event is one ItemGroupData.
+  ``Insert`` for an original (keyed by event id; an AE by its ``ae_id``),
+  ``Update`` for ``AdverseEventUpdated`` and for ``EntryCorrected`` (only the
+  changed items, under the target's key, so an AE correction sits under
+  that AE), ``Remove`` for ``EntryVoided``. Originals are kept.
+* Deviations the rules derive are listed per subject in form
+  ``DerivedDeviation`` with an Annotation saying they are derived, not signed;
+  explicit ``ProtocolDeviationRecorded`` entries are signed forms like any other.
+* Every signed group has an AuditRecord (user, site, recorded time with offset,
+  reason, SourceID = "event id hash") and a Signature with an ``ID``
+  (meaning, signer, time; 21 CFR 11.50).
+* **AdminData**: one User per signer (UserType from the role; Organization
+  only when the registration names an organisation), the sites, one
+  SignatureDef per meaning. Study-level events (registrations, revocations,
+  amendments) are AdminData and MetaDataVersion facts, not subject data.
 
-Every AuditRecord carries the signer (UserRef), the site (LocationRef), the
-recorded time with its UTC offset, the reason, and SourceID = "event id
-hash". Subjects are written one at a time, so memory stays flat.
+Nothing depends on the wall clock: CreationDateTime is the log head's
+recorded time, so a regenerated file is byte-identical.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from functools import cache
 from typing import IO, Any
 
-from domain.service import Trial
-from domain.signers import STUDY_STREAM, SignerRegistry
+from domain.events import CATALOGUE, MEANINGS, EventType
+from domain.timeutil import utc_text
+from ledger.canonical import canonical_bytes
 from ledger.envelope import Envelope, Record
+from projections.verified_log import VerifiedLog
 
 NS = "http://www.cdisc.org/ns/odm/v1.3"
 ET.register_namespace("", NS)
 
-# event type -> (form/item group suffix, item fields)
-FORMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ConsentSigned": ("CONSENT", ("icf_version", "obtained_by", "witness", "document_sha256")),
-    "ConsentWithdrawn": ("WITHDRAWAL", ("scope",)),
-    "ScreeningAssessed": ("SCREENING", ("criterion", "met", "value", "evidence")),
-    "LabResultRecorded": ("LAB", ("analyte", "value", "unit", "reference_low", "reference_high")),
-    "InfusionAdministered": ("DOSE", ("dose_number", "route", "lot", "cell_source", "cell_count", "viability_pct",
-                                      "identity_checked", "ended_at")),
-    "AdverseEventReported": ("AE", ("ae_id", "term", "grade", "serious", "relatedness", "expected",
-                                    "awareness_at")),
-    "VisitCompleted": ("VISIT", ("visit",)),
-}
-FORMS["AdverseEventUpdated"] = FORMS["AdverseEventReported"]
-DATA_TYPES = {"grade": "integer", "dose_number": "integer", "value": "text", "cell_count": "float",
-              "viability_pct": "float", "met": "boolean", "serious": "boolean", "expected": "boolean",
-              "identity_checked": "boolean", "awareness_at": "datetime", "ended_at": "datetime"}
-MEANINGS = ("authorship", "review", "approval", "responsibility")
+# An event type whose entries are updated by another type shares its item group (keyed by ae_id).
+SAME_GROUP = {"AdverseEventUpdated": "AdverseEventReported"}
+KEYED_BY = {"AdverseEventReported": "ae_id"}
+CHANGE_TYPES = ("EntryCorrected", "EntryVoided")
+USER_TYPES = {"admin": "Sponsor", "investigator": "Investigator", "lab": "Lab"}
+EXTRA_ITEMS = (("OCCURRED_AT", "datetime"), ("MEANING", "text"))
+# Deviations the rules derive (SPEC §4), listed after each subject's signed entries.
+DERIVED = "DerivedDeviation"
+DERIVED_ITEMS = [("kind", "text"), ("important", "boolean"), ("message", "text"), ("event_ids", "text"),
+                 ("position", "integer"), ("status", "text")]
 
 
-def _el(tag: str, attrs: dict[str, str] | None = None, text: str | None = None) -> ET.Element:
+def forms() -> dict[str, EventType]:
+    """Participant event types that are forms of their own (corrections and voids act on others)."""
+    return {name: et for name, et in CATALOGUE.items()
+            if et.participant and name not in CHANGE_TYPES and name not in SAME_GROUP}
+
+
+def _data_type(et: EventType, name: str, annotation: Any) -> str:
+    if name in et.times:
+        return "datetime"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] \
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else [annotation]
+    if len(args) != 1:
+        return "text"
+    base = typing.get_origin(args[0]) or args[0]
+    return {bool: "boolean", int: "integer", float: "float", dict: "object"}.get(base, "text")
+
+
+@cache
+def item_defs(et: EventType) -> list[tuple[str, str]]:
+    """(field, ODM DataType) of every item of a form, derived from the payload model ("object" for a dict)."""
+    hints = typing.get_type_hints(et.model)
+    return [(name, _data_type(et, name, hints[name])) for name in et.model.model_fields] + list(EXTRA_ITEMS)
+
+
+def _oid(type_name: str, field: str) -> str:
+    return f"IT.{type_name}.{field}"
+
+
+def _el(tag: str, attrs: dict[str, str | None] | None = None, text: str | None = None) -> ET.Element:
     e = ET.Element(f"{{{NS}}}{tag}", {k: v for k, v in (attrs or {}).items() if v is not None})
     if text is not None:
         e.text = text
     return e
 
 
-def _sub(parent: ET.Element, tag: str, attrs: dict[str, str] | None = None, text: str | None = None) -> ET.Element:
+def _sub(parent: ET.Element, tag: str, attrs: dict[str, str | None] | None = None,
+         text: str | None = None) -> ET.Element:
     e = _el(tag, attrs, text)
     parent.append(e)
     return e
+
+
+def _flat(items: dict[str, Any]) -> dict[str, Any]:
+    """``{"product": {"cell_count": 1e6}}`` as ``{"product.cell_count": 1e6}``, keeping the whole object too."""
+    out = dict(items)
+    for key, value in items.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+    return out
 
 
 def _value(v: Any) -> str:
@@ -63,147 +113,212 @@ def _value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
+    if isinstance(v, list):
+        return ",".join(_value(x) for x in v)
+    if isinstance(v, dict):
+        return canonical_bytes(v).decode()
     return str(v)
 
 
 def _utc(text: str) -> str:
-    return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="microseconds")
+    return utc_text(text)
 
 
-class OdmWriter:
-    def __init__(self, trial: Trial):
-        self.trial = trial
-        self.registry: SignerRegistry = trial.registry()
+def write_odm(log: VerifiedLog, out: IO[str]) -> int:
+    """Write the whole log as ODM; returns the number of subjects."""
+    return _Writer(log).write(out)
+
+
+class _Writer:
+    def __init__(self, log: VerifiedLog):
+        self.log = log
+        self.registry = log.registry
         self.study = self.registry.study_id or "STUDY"
+        protocol = self.registry.protocol
+        self.mdv = f"MDV.{protocol.version}" if protocol else "MDV.1"
 
-    def write(self, out: IO[str], participants: list[str]) -> None:
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+    def items_of(self, type_name: str) -> list[tuple[str, str]]:
+        """A form's items: the payload model's fields, a dict field spread into the keys the protocol declares
+        for it (the investigational product's values: ``product.cell_count``), then the envelope's extras."""
+        layout: list[tuple[str, str]] = []
+        product = self.registry.protocol.investigational_product() if self.registry.protocol else None
+        for field, data_type in item_defs(CATALOGUE[type_name]):
+            if data_type != "object":
+                layout.append((field, data_type))
+            elif field == "product" and product is not None:
+                layout += [(f"product.{f.id}", "float" if f.kind == "number" else "text") for f in product.fields]
+            else:
+                layout.append((field, "text"))  # canonical JSON of the whole object
+        return layout
+
+    def write(self, out: IO[str]) -> int:
+        head = self.log.records[-1].hash.hex()[:16] if self.log.records else "empty"
+        created = _utc(self.log.head_recorded_at) if self.log.head_recorded_at else "1970-01-01T00:00:00+00:00"
         out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
         out.write(f'<ODM xmlns="{NS}" FileType="Transactional" Archival="Yes" ODMVersion="1.3.2" '
-                  f'FileOID="trial-ledger.{self.study}.{now.replace(":", "")}" CreationDateTime="{now}" '
+                  f'FileOID="trial-ledger.{self.study}.{head}" CreationDateTime="{created}" '
                   'Granularity="All" Originator="trial-ledger" SourceSystem="trial-ledger">\n')
-        for element in (self._study(), self._admin(participants)):
+        for element in (self._study(), self._admin()):
             out.write(ET.tostring(element, encoding="unicode") + "\n")
-        out.write(f'<ClinicalData StudyOID="{self.study}" MetaDataVersionOID="MDV.1">\n')
-        for participant in participants:
+        out.write(f'<ClinicalData StudyOID="{self.study}" MetaDataVersionOID="{self.mdv}">\n')
+        for participant in self.log.participants:
             out.write(ET.tostring(self._subject(participant), encoding="unicode") + "\n")
         out.write("</ClinicalData>\n</ODM>\n")
+        return len(self.log.participants)
+
+    # -- metadata ---------------------------------------------------------------------------
 
     def _study(self) -> ET.Element:
         protocol = self.registry.protocol
         study = _el("Study", {"OID": self.study})
         gv = _sub(study, "GlobalVariables")
         _sub(gv, "StudyName", text=self.study)
-        _sub(gv, "StudyDescription", text=protocol.title if protocol else self.study)
+        dates = [f"{label} {day.isoformat()}" for label, day in (
+            ("start", protocol.start_date if protocol else None),
+            ("primary completion", protocol.primary_completion_date if protocol else None),
+            ("completion", protocol.completion_date if protocol else None)) if day is not None]
+        description = (protocol.title if protocol else self.study) + (f" ({'; '.join(dates)})" if dates else "")
+        _sub(gv, "StudyDescription", text=description)
         _sub(gv, "ProtocolName", text=protocol.protocol_id if protocol else self.study)
-        mdv = _sub(study, "MetaDataVersion", {"OID": "MDV.1", "Name": f"Protocol {protocol.version if protocol else ''}"})
+        name = f"Protocol {protocol.protocol_id} v{protocol.version}" if protocol else "Protocol"
+        mdv = _sub(study, "MetaDataVersion", {
+            "OID": self.mdv, "Name": name,
+            "Description": f"protocol sha256 {self.registry.protocol_sha256}; ICF {self.registry.icf_version}"})
         _sub(_sub(mdv, "Protocol"), "StudyEventRef", {"StudyEventOID": "SE.TRIAL", "Mandatory": "Yes"})
         se = _sub(mdv, "StudyEventDef", {"OID": "SE.TRIAL", "Name": "Trial record", "Repeating": "No",
                                          "Type": "Common"})
-        forms = sorted({form for form, _ in FORMS.values()})
-        for form in forms:
-            _sub(se, "FormRef", {"FormOID": f"F.{form}", "Mandatory": "No"})
-        for form in forms:
-            fd = _sub(mdv, "FormDef", {"OID": f"F.{form}", "Name": form.title(), "Repeating": "Yes"})
-            _sub(fd, "ItemGroupRef", {"ItemGroupOID": f"IG.{form}", "Mandatory": "Yes"})
-        items: dict[str, None] = {}
-        for form in forms:
-            fields = next(f for name, f in FORMS.values() if name == form)
-            ig = _sub(mdv, "ItemGroupDef", {"OID": f"IG.{form}", "Name": form.title(), "Repeating": "Yes"})
-            for field in fields:
-                _sub(ig, "ItemRef", {"ItemOID": f"IT.{form}.{field.upper()}", "Mandatory": "No"})
-                items[f"{form}.{field}"] = None
-        for key in items:
-            form, field = key.split(".")
-            _sub(mdv, "ItemDef", {"OID": f"IT.{form}.{field.upper()}", "Name": field,
-                                  "DataType": DATA_TYPES.get(field, "text")})
+        layouts = [(name, self.items_of(name)) for name in forms()] + [(DERIVED, DERIVED_ITEMS)]
+        for type_name, _items in layouts:
+            _sub(se, "FormRef", {"FormOID": f"F.{type_name}", "Mandatory": "No"})
+        for type_name, _items in layouts:
+            fd = _sub(mdv, "FormDef", {"OID": f"F.{type_name}", "Name": type_name, "Repeating": "Yes"})
+            _sub(fd, "ItemGroupRef", {"ItemGroupOID": f"IG.{type_name}", "Mandatory": "Yes"})
+        for type_name, layout in layouts:
+            ig = _sub(mdv, "ItemGroupDef", {"OID": f"IG.{type_name}", "Name": type_name, "Repeating": "Yes"})
+            for field, _dt in layout:
+                _sub(ig, "ItemRef", {"ItemOID": _oid(type_name, field), "Mandatory": "No"})
+        for type_name, layout in layouts:
+            for field, data_type in layout:
+                _sub(mdv, "ItemDef", {"OID": _oid(type_name, field), "Name": field, "DataType": data_type})
         return study
 
-    def _admin(self, participants: list[str]) -> ET.Element:
+    def _admin(self) -> ET.Element:
         admin = _el("AdminData", {"StudyOID": self.study})
+        organisations = self._organisations()
         for s in self.registry.signers.values():
-            user = _sub(admin, "User", {"OID": f"USR.{s.user_id}", "UserType": "Other"})
+            user = _sub(admin, "User", {"OID": f"USR.{s.user_id}", "UserType": USER_TYPES.get(s.role, "Other")})
             _sub(user, "LoginName", text=s.user_id)
+            revoked = f"; revoked {s.revoked_at}: {s.revoke_reason}" if s.revoked_at else ""
+            _sub(user, "DisplayName", text=f"{s.name} ({s.role}{revoked})")
             _sub(user, "FullName", text=s.name)
-            _sub(user, "Organization", text=f"role: {s.role}")
-        for site in self._sites(participants):
+            if organisations.get(s.user_id):
+                _sub(user, "Organization", text=organisations[s.user_id])
+        protocol = self.registry.protocol
+        effective = (protocol.start_date.isoformat() if protocol and protocol.start_date
+                     else (self.log.envelopes[0].occurred_at[:10] if self.log.envelopes else "1970-01-01"))
+        for site in self._sites():
             loc = _sub(admin, "Location", {"OID": f"LOC.{site}", "Name": site, "LocationType": "Site"})
-            _sub(loc, "MetaDataVersionRef", {"StudyOID": self.study, "MetaDataVersionOID": "MDV.1",
-                                             "EffectiveDate": "2010-08-31"})
+            _sub(loc, "MetaDataVersionRef", {"StudyOID": self.study, "MetaDataVersionOID": self.mdv,
+                                             "EffectiveDate": effective})
         for meaning in MEANINGS:
             sd = _sub(admin, "SignatureDef", {"OID": f"SD.{meaning}", "Methodology": "Electronic"})
             _sub(sd, "Meaning", text=meaning)
             _sub(sd, "LegalReason", text=f"21 CFR 11.50: {meaning}; Ed25519 over the event's chained hash")
         return admin
 
-    def _sites(self, participants: list[str]) -> list[str]:
-        sites = {"SPONSOR"}
-        for p in participants:
-            first = self.trial.store.stream(p, lte=1)
-            if first:
-                sites.add(str(first[0].data.get("site", "SITE")))
-        return sorted(sites)
+    def _organisations(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for env in self.log.envelopes:
+            if env.type == "SignerRegistered" and env.data.get("organisation"):
+                found[str(env.data["user_id"])] = str(env.data["organisation"])
+        return found
+
+    def _sites(self) -> list[str]:
+        return sorted({"SPONSOR", *(self._site(p) for p in self.log.participants)})
+
+    def _site(self, participant: str) -> str:
+        stream = self.log.stream(participant)
+        return str(stream[0][1].data.get("site", "SITE")) if stream else "SITE"
+
+    # -- clinical data ----------------------------------------------------------------------
 
     def _subject(self, participant: str) -> ET.Element:
-        records = self.trial.store.stream_records(participant)
-        site = str(records[0].envelope().data.get("site", "SITE")) if records else "SITE"
+        site = self._site(participant)
         subject = _el("SubjectData", {"SubjectKey": participant, "TransactionType": "Insert"})
         _sub(subject, "SiteRef", {"LocationOID": f"LOC.{site}"})
         event = _sub(subject, "StudyEventData", {"StudyEventOID": "SE.TRIAL", "TransactionType": "Upsert"})
-        types: dict[str, str] = {}
-        for record in records:
-            env = record.envelope()
-            types[env.event_id] = env.type
-            for form, group in self._groups(env, record, site, types):
-                fd = _sub(event, "FormData", {"FormOID": f"F.{form}", "FormRepeatKey": "1",
-                                               "TransactionType": "Upsert"})
-                fd.append(group)
+        originals: dict[str, Envelope] = {}
+        for record, env in self.log.stream(participant):
+            originals[env.event_id] = env
+            placed = self._place(env, originals)
+            if placed is None:
+                continue
+            form, key, kind, items = placed
+            fd = _sub(event, "FormData", {"FormOID": f"F.{form}", "FormRepeatKey": key,
+                                           "TransactionType": "Upsert"})
+            fd.append(self._group(form, key, kind, items, env, record, site))
+        for n, deviation in enumerate(self.log.deviation_rows(participant), 1):
+            key = f"DEV.{n}"
+            fd = _sub(event, "FormData", {"FormOID": f"F.{DERIVED}", "FormRepeatKey": key,
+                                           "TransactionType": "Upsert"})
+            group = _sub(fd, "ItemGroupData", {"ItemGroupOID": f"IG.{DERIVED}", "ItemGroupRepeatKey": key,
+                                                "TransactionType": "Insert"})
+            _sub(_sub(group, "Annotation", {"SeqNum": "1"}), "Comment",
+                 text="derived by the protocol's deviation rules from the signed log; not itself a signed entry")
+            values = {**deviation, "event_ids": " ".join(deviation["event_ids"])}
+            for field, _dt in DERIVED_ITEMS:
+                _sub(group, "ItemData", {"ItemOID": _oid(DERIVED, field), "Value": _value(values[field]),
+                                         "TransactionType": "Insert"})
         return subject
 
-    def _groups(self, env: Envelope, record: Record, site: str,
-                types: dict[str, str]) -> Iterator[tuple[str, ET.Element]]:
-        data = env.data
-        if env.type in ("EntryCorrected", "EntryVoided"):
-            target = str(data.get("target_event_id"))
-            target_type = types.get(target)
-            if target_type not in FORMS:
-                return
-            form, fields = FORMS[target_type]
+    def _place(self, env: Envelope, originals: dict[str, Envelope]
+               ) -> tuple[str, str, str, dict[str, Any]] | None:
+        """(form, repeat key, transaction type, items) of one event."""
+        if env.type in CHANGE_TYPES:
+            target = originals.get(str(env.data.get("target_event_id")))
+            if target is None or target.type in CHANGE_TYPES:
+                return None
+            form = SAME_GROUP.get(target.type, target.type)
+            key = self._key(form, target)
             if env.type == "EntryVoided":
-                yield form, self._group(form, target, "Remove", {}, env, record, site)
-            else:
-                changes = {k: v for k, v in (data.get("changes") or {}).items() if k in fields}
-                yield form, self._group(form, target, "Update", changes, env, record, site)
-            return
-        if env.type not in FORMS:
-            return
-        form, fields = FORMS[env.type]
-        key = str(data.get("ae_id")) if form == "AE" else env.event_id
-        kind = "Update" if env.type == "AdverseEventUpdated" else "Insert"
-        yield form, self._group(form, key, kind, {f: data[f] for f in fields if f in data}, env, record, site)
+                return form, key, "Remove", {}
+            fields = {name for name, _dt in self.items_of(form)}
+            changes = {k: v for k, v in _flat(env.data.get("changes") or {}).items() if k in fields}
+            return form, key, "Update", changes
+        if env.type not in CATALOGUE or not CATALOGUE[env.type].participant:
+            return None
+        form = SAME_GROUP.get(env.type, env.type)
+        kind = "Update" if env.type in SAME_GROUP else "Insert"
+        items = dict(env.data)
+        if kind == "Insert":
+            items["OCCURRED_AT"] = env.occurred_at
+        items["MEANING"] = env.meaning
+        return form, self._key(form, env), kind, items
+
+    @staticmethod
+    def _key(form: str, env: Envelope) -> str:
+        field = KEYED_BY.get(form)
+        return str(env.data.get(field)) if field and env.data.get(field) else env.event_id
 
     def _group(self, form: str, key: str, kind: str, items: dict[str, Any], env: Envelope, record: Record,
                site: str) -> ET.Element:
         group = _el("ItemGroupData", {"ItemGroupOID": f"IG.{form}", "ItemGroupRepeatKey": key,
                                       "TransactionType": kind})
-        audit = _sub(group, "AuditRecord", {"UsedImputationMethod": "No"})
+        audit = _sub(group, "AuditRecord", {"ID": f"AR.{env.event_id}", "UsedImputationMethod": "No"})
         _sub(audit, "UserRef", {"UserOID": f"USR.{env.author}"})
         _sub(audit, "LocationRef", {"LocationOID": f"LOC.{site}"})
         _sub(audit, "DateTimeStamp", text=_utc(env.recorded_at))
         if env.reason:
             _sub(audit, "ReasonForChange", text=env.reason)
         _sub(audit, "SourceID", text=f"{env.event_id} {record.hash.hex()}")
-        sig = _sub(group, "Signature")
+        sig = _sub(group, "Signature", {"ID": f"SIG.{env.event_id}"})
         _sub(sig, "UserRef", {"UserOID": f"USR.{env.author}"})
         _sub(sig, "LocationRef", {"LocationOID": f"LOC.{site}"})
         _sub(sig, "SignatureRef", {"SignatureOID": f"SD.{env.meaning}"})
         _sub(sig, "DateTimeStamp", text=_utc(env.recorded_at))
-        for field, value in items.items():
-            if value is not None:
-                _sub(group, "ItemData", {"ItemOID": f"IT.{form}.{field.upper()}", "Value": _value(value),
+        items = _flat(items)
+        for field, _dt in self.items_of(form):
+            if field in items and items[field] is not None:
+                _sub(group, "ItemData", {"ItemOID": _oid(form, field), "Value": _value(items[field]),
                                          "TransactionType": kind})
         return group
-
-
-def participants_of(trial: Trial) -> list[str]:
-    return [s for s in trial.store.streams() if s != STUDY_STREAM]

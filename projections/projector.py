@@ -6,6 +6,11 @@ a crash never leaves a half-projected page, and each read command first
 catches up from the tracked position. ``rebuild`` clears the tables and the
 tracking row and projects the whole log again; the result equals the
 incremental one (tested).
+
+These tables are a cache, never a source of truth for an inspector (SPEC
+§5.4): only the ``--cached`` fast path reads them, and it says its output is
+not verified. Every other read is recomputed from the verified log by
+``projections.verified``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from domain.protocol import Protocol
-from domain.rules import Deviation
 from domain.service import Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
 from ledger.envelope import Envelope, Record
@@ -27,6 +31,11 @@ from projections import audit, state as states
 from projections.summary import counts, summarise
 
 TRACKING_NAME = "projections"
+RESOLUTION = ("raised_by", "resolved_at_position", "resolved_by", "resolved_who", "resolved_why")
+
+
+def _resolution(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in RESOLUTION}
 PAGE = 2000
 
 DDL = (
@@ -39,12 +48,13 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS proj_audit_participant ON {audit} (participant, position)",
     "CREATE INDEX IF NOT EXISTS proj_audit_user ON {audit} (user_id, position)",
     "CREATE TABLE IF NOT EXISTS {deviations} (participant TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT, "
-    "important INTEGER, event_ids TEXT, first_position BIGINT, message TEXT, PRIMARY KEY (participant, seq))",
+    "important INTEGER, event_ids TEXT, first_position BIGINT, message TEXT, status TEXT, "
+    "raised_at_position BIGINT, resolution TEXT, PRIMARY KEY (participant, seq))",
     "CREATE TABLE IF NOT EXISTS {summary} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {dirty} (participant TEXT PRIMARY KEY)",
 )
 TABLES = ("participants", "audit", "deviations", "summary", "dirty")
-SCHEMA_VERSION = "2"  # bump when a projection table changes: old tables are dropped and rebuilt
+SCHEMA_VERSION = "3"  # bump when a projection table changes: old tables are dropped and rebuilt
 PARALLEL_FROM = 4000  # events behind: worth a process pool for the signature checks
 
 
@@ -228,10 +238,11 @@ class Projections:
             found = self.trial.deviations(participant, upto=upto, protocol=protocol)
             c.execute(self.store.sql(f"DELETE FROM {table} WHERE participant = ?"), (participant,))
             c.executemany(self.store.sql(
-                f"INSERT INTO {table} (participant, seq, kind, important, event_ids, first_position, message) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                f"INSERT INTO {table} (participant, seq, kind, important, event_ids, first_position, message, "
+                "status, raised_at_position, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 [(participant, n, d.kind, int(d.important), json.dumps(list(d.event_ids)), d.first_position,
-                  d.message) for n, d in enumerate(found)])
+                  d.message, d.status, d.raised_at_position, json.dumps(_resolution(d.as_dict()), sort_keys=True))
+                 for n, d in enumerate(found)])
 
     def _write_summary(self, c: Any, registry: SignerRegistry) -> None:
         all_states = [json.loads(r["counts"]) for r in self._fetch_c(c, f"SELECT counts FROM {self.names['participants']}")]
@@ -279,16 +290,24 @@ class Projections:
                         "adverse_events": len(st["adverse_events"]), "events": st["events"]})
         return out
 
-    def deviations(self, participant: str | None = None) -> list[dict[str, Any]]:
-        statement = (f"SELECT participant, kind, important, event_ids, first_position, message "
-                     f"FROM {self.names['deviations']}")
-        params: tuple[Any, ...] = ()
+    def deviations(self, participant: str | None = None, *, open_only: bool = False) -> list[dict[str, Any]]:
+        """Every deviation ever raised (SPEC §4), or only the open ones."""
+        statement = (f"SELECT participant, kind, important, event_ids, first_position, message, status, "
+                     f"raised_at_position, resolution FROM {self.names['deviations']}")
+        where, params = [], []
         if participant:
-            statement += " WHERE participant = ?"
-            params = (participant,)
-        rows = self.store.fetch(statement + " ORDER BY participant, seq", params)
-        return [Deviation(r["participant"], r["kind"], bool(r["important"]), tuple(json.loads(r["event_ids"])),
-                          r["first_position"], r["message"]).as_dict() for r in rows]
+            where.append("participant = ?")
+            params.append(participant)
+        if open_only:
+            where.append("status = 'open'")
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        rows = self.store.fetch(statement + " ORDER BY participant, seq", tuple(params))
+        return [{"participant": r["participant"], "kind": r["kind"], "important": bool(r["important"]),
+                 "event_ids": json.loads(r["event_ids"]), "position": r["first_position"], "message": r["message"],
+                 "status": r["status"], "raised_at_position": r["raised_at_position"],
+                 **json.loads(r["resolution"] or "{}")}
+                for r in rows]
 
     def summary(self) -> dict[str, Any]:
         rows = self.store.fetch(f"SELECT name, value FROM {self.names['summary']} ORDER BY name")

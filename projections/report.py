@@ -10,24 +10,22 @@ usable).
 from __future__ import annotations
 
 import contextlib
+import html
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from domain.service import Trial
-from domain.signers import SignerRegistry, STUDY_STREAM
-from domain.timeutil import calendar_date, epoch_us, parse_time
-from ledger.merkle_log import MerkleLog
+from domain.signers import STUDY_STREAM
+from domain.timeutil import calendar_date, parse_time
+from ledger import checkpoint as notes
 from ledger.verdict import judge
-from ledger.verify_log import verify_log
+from projections import audit as audit_rows
 from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
+from projections.verified_log import VerifiedLog
 from projections.witnessed import WitnessedTimes
-from projections.projector import Projections
-from projections.summary import summarise
-from projections.timetravel import state_at
 
 DOSING = (-30, 20)     # days shown in the left panel
 FOLLOW_UP = (20, 400)  # days shown in the right panel
@@ -90,33 +88,54 @@ def timeline(st: dict[str, Any], deviations: list[dict[str, Any]], protocol: Any
             "split": PAD + LEFT_W + PAD / 2, "zero": _x(0)}
 
 
-def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) -> str:
-    store = trial.store
-    projections = Projections(store)
-    projections.catch_up()
-    registry = trial.registry()
-    report, _cp = verify_log(store, SignerRegistry(), jobs=jobs)
-    tree = MerkleLog(store)
-    checkpoint = tree.latest_checkpoint()
-    witnessed = WitnessedTimes(store)
-    until_us = None if as_of is None else epoch_us(as_of.isoformat())
-    dm_view = dm.load(store, until_recorded=as_of)
-    participants = []
-    for row in projections.participants():
-        pid = row["participant"]
-        if as_of is not None:
-            st = state_at(trial, pid, as_of=as_of)
-            if st["events"] == 0:
-                continue  # not yet in the ledger at that time
-            devs = st["deviations"]
-        else:
-            st = projections.participant(pid) or {}
-            devs = projections.deviations(pid)
-        audit = [{**a, **witnessed.interval(a["position"])} for a in projections.audit(participant=pid, until_us=until_us)]
-        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit,
+def checkpoint_view(log: VerifiedLog) -> dict[str, Any] | None:
+    """The checkpoint shown, checked against the log it is shown with: never presented on trust."""
+    note = log.checkpoint_note
+    if note is None:
+        return None
+    view: dict[str, Any] = {"note": note, "tree_size": None, "ok": False, "status": ""}
+    root_public = log.registry.root_public
+    try:
+        cp = notes.parse(note)[0] if root_public is None else notes.verify(note, root_public)
+    except notes.CheckpointError as e:
+        view["status"] = f"does not verify: {e}"
+        return view
+    view["tree_size"] = cp.size
+    if root_public is None:
+        view["status"] = "the log has no root key to check it with"
+    elif cp.size > len(log.records):
+        view["status"] = f"covers {cp.size} events but the log holds {len(log.records)}"
+    elif log.merkle_root(cp.size) != cp.root:
+        view["status"] = f"its root does not match the first {cp.size} events of the log"
+    else:
+        view["ok"] = True
+        view["status"] = f"signed by the root key; its root matches the first {cp.size} events of the log"
+    return view
+
+
+def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
+    """The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``)."""
+    registry = log.registry
+    labels = {env.event_id: audit_rows.entry_label(env.type, env.data) for env in log.envelopes}
+    audit_of: dict[str, list[dict[str, Any]]] = {}
+    witnessed = WitnessedTimes.from_log([e for e in log.envelopes if e.stream == STUDY_STREAM],
+                                        log.witness_notes(), log.records)
+    dm_view = dm.DataManagement.fold(log.records)
+    now = as_of or parse_time(log.head_recorded_at)  # query ages as of the log, never the wall clock
+    for row in log.audit():
+        if row["participant"]:
+            row.update(witnessed.interval(row["position"]))
+            row["what"] = labels.get(row["target_event_id"] or "", "")  # "FBG" of "FBG value: 6.2 → 7.2"
+            audit_of.setdefault(row["participant"], []).append(row)
+    participants: list[dict[str, Any]] = []
+    for pid in log.participants:
+        st = log.state(pid)
+        devs = log.deviation_rows(pid)
+        st["deviations"] = devs
+        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit_of.get(pid, []),
                              "timeline": timeline(st, devs, registry.protocol),
                              "consents": consent_rows(st, registry.documents),
-                             "dm": dm.participant_summary(dm_view, pid)})
+                             "dm": dm.participant_summary(dm_view, pid, now=now)})
     deviations = [d for p in participants for d in p["deviations"]]
     aes = []
     for p in participants:
@@ -128,16 +147,30 @@ def build(trial: Trial, as_of: datetime | None = None, jobs: int | None = None) 
                 lag = recorded - aware if recorded and aware else None
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
+    report = log.report
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
-        study=registry.study_id, protocol=registry.protocol, icf_versions=trial.icf_versions(),
-        summary=projections.summary() or summarise([], [], None), verify=report, verdict=judge(report),
-        root_fingerprint=report.root_fingerprint,
-        checkpoint=checkpoint, participants=participants, deviations=deviations, aes=aes,
-        signers=list(registry.signers.values()), as_of=as_of, generated=datetime.now().astimezone(),
-        tree_size=report.tree_size, tree_root=report.tree_root.hex(), study_stream=STUDY_STREAM,
-        documents=document_rows(registry.documents),
-        witnesses=witnessed.latest(),
-        dm_totals=dm_view.totals(now=as_of),
+        study=registry.study_id, protocol=registry.protocol, icf_versions=log.icf_versions,
+        summary=log.summary(), verify=report, verdict=judge(report),
+        root_fingerprint=report.root_fingerprint, checkpoint=checkpoint_view(log), participants=participants,
+        deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
+        generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
+        tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
+        documents=document_rows(registry.documents), witnesses=witnessed.latest(),
+        dm_totals=dm_view.totals(now=now),
+    )
+
+
+def failed_page(reason: str) -> str:
+    """The whole report when the log does not verify: the verdict and nothing read from the ledger (SPEC §5.4)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Inspection report — FAILED</title>\n'
+        "<style>body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #1c2430; }\n"
+        ".fail { color: #b3261e; font-weight: 600; } .verdict { padding: 10px 14px; border: 2px solid #b3261e; "
+        "border-radius: 6px; background: #fbeceb; }</style>\n</head>\n<body>\n<h1>Inspection report</h1>\n"
+        '<h2 id="integrity">Integrity verdict</h2>\n<div class="verdict fail" id="verdict">'
+        f'<span class="fail">FAILED</span>: {html.escape(reason)}</div>\n'
+        "<p>Nothing read from this ledger is shown: it does not verify, so no figure from it can be trusted. "
+        "Run <code>trial-ledger verify --json</code> for every finding.</p>\n</body>\n</html>\n"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from domain.rules import Entry, find_deviations
+from domain.rules import Entry, deviation_history
 from domain.service import Trial
 from domain.timeutil import parse_time
 from ledger.envelope import Record
@@ -37,7 +37,7 @@ def state_at(trial: Trial, participant: str, *, as_of: datetime | None = None,
     registry = trial.registry_at(upto) if kept else None
     if registry is not None and registry.protocol is not None:
         entries = [Entry(r.envelope(), r.position) for r in kept]
-        found = find_deviations(registry.protocol, participant, entries, trial.icf_versions(upto))
+        found = deviation_history(participant, entries, trial.protocol_versions(upto, registry.protocol))
         st["deviations"] = [d.as_dict() for d in found]
     else:
         st["deviations"] = []

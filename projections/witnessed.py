@@ -4,10 +4,12 @@ only if the log's events reproduce its root (recomputed here, never taken from t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from domain.signers import STUDY_STREAM
 from domain.witnesses import WitnessSet
+from ledger.envelope import Envelope, Record
 from ledger.merkle_log import MerkleLog
 from ledger.note import Vkey
 from ledger.store import Store
@@ -28,10 +30,22 @@ def stored_notes(store: Store) -> list[str]:
 
 class WitnessedTimes:
     def __init__(self, store: Store, vkeys: list[Vkey] | None = None):
-        self.witness_set = WitnessSet.replay(store.stream(STUDY_STREAM))
+        self._setup(store.stream(STUDY_STREAM), stored_notes(store), store.records, vkeys)
+
+    @classmethod
+    def from_log(cls, study: list[Envelope], notes: list[str], records: Iterable[Record],
+                 vkeys: list[Vkey] | None = None) -> WitnessedTimes:
+        """The same, from a verified log held in memory and the checkpoint notes shown with it (no store)."""
+        self = cls.__new__(cls)
+        self._setup(study, notes, lambda: records, vkeys)
+        return self
+
+    def _setup(self, study: list[Envelope], notes: list[str], records: Callable[[], Iterable[Record]],
+               vkeys: list[Vkey] | None) -> None:
+        self.witness_set = WitnessSet.replay(study)
         keys = vkeys if vkeys is not None else [w.vkey for w in self.witness_set.witnesses.values()]
-        candidates = witnessed_checkpoints(stored_notes(store), keys) if keys else []
-        folded = fold(store.records(), {w.size for w in candidates}) if candidates else {}
+        candidates = witnessed_checkpoints(notes, keys) if keys else []
+        folded = fold(records(), {w.size for w in candidates}) if candidates else {}
         self.checkpoints: list[Witnessed] = holding(candidates, folded)
         self.intervals = Intervals((folded[w.size][1], w.time) for w in self.checkpoints)
 

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from cli.main import cli
 from domain.protocol import bundled_protocol_path, load_protocol
 from domain.service import Command, Trial
+from ledger.keyfile import TEST_ONLY_KDF
 from ledger.keys import Signer, generate, write_key_pair
 from ledger.store import Store
 
@@ -84,8 +85,9 @@ _KEY_CACHE: dict[str, tuple[Signer, bytes, str]] = {}
 def make_keys(directory: Path) -> Keys:
     """Key files for admin, each role and an outsider, in ``directory``.
 
-    Keys are generated once per session and copied, because PBKDF2 at
-    600,000 rounds is slow on purpose.
+    Keys are generated once per session and copied, and written with the
+    test-only cheap Argon2id parameters (the file names them, so loading
+    stays honest); production keys are slow to guess on purpose.
     """
     out = Keys(directory / "keys")
     out.dir.mkdir()
@@ -93,7 +95,7 @@ def make_keys(directory: Path) -> Keys:
         if user not in _KEY_CACHE:
             signer = generate()
             path = directory / f"cache-{user}.key"
-            write_key_pair(signer, user, path, PASSPHRASE)
+            write_key_pair(signer, user, path, PASSPHRASE, kdf=TEST_ONLY_KDF)
             _KEY_CACHE[user] = (signer, path.read_bytes(), (path.with_name(path.name + ".pub")).read_text())
         signer, blob, pub = _KEY_CACHE[user]
         key_path = out.path(user)

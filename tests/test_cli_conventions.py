@@ -146,8 +146,11 @@ def test_report_of_a_tampered_ledger_shows_no_verified_banner(seeded: Cli, trial
     victim = list(store.records())[-1]
     store.execute_raw(f"UPDATE {store.events_table} SET state = ? WHERE event_id = ?",
                       (victim.state.replace(b"S01", b"S02", 1), victim.event_id))
-    html = _report_html(seeded, tmp_path)
-    assert "VERIFIED" not in html and "FAILED" in html
+    out = tmp_path / "report.html"
+    r = seeded("report", "--out", str(out))
+    assert r.exit_code == 1  # SPEC §5.4: nothing read from a log that does not verify is shown
+    html = out.read_text()
+    assert "VERIFIED" not in html and "FAILED" in html and "S01-" not in html
 
 
 def test_demo_uses_the_verdict(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -32,6 +32,12 @@ def test_demo_output(demo_dir: tuple[Path, str]) -> None:
     assert "dose 2 on study day 9, outside its window" in out
     assert "LabResultRecorded entered" in out and "after it occurred" in out
     assert "before any signed consent" in out
+    # a deviation raised, then resolved by a correction, keeps its resolution and reason
+    assert "resolved  visit D90 on study day 28" in out
+    assert "by inv-li: visit id mis-keyed: this was the day-30 visit" in out
+    # a SUSAR with its expedited-reporting clock, stopped by the safety report
+    assert "S01-014-AE1 (acute pancreatitis): SUSAR: expedited report within 15 days, due 2010-11-07" in out
+    assert "reported 2010-10-29" in out
     assert "verify: OK" in out and "root key fingerprint:" in out
     assert "try next:" in out
     assert "database LOCKED" in out and "sign-offs: current" in out and "stale 1" in out
@@ -40,13 +46,22 @@ def test_demo_output(demo_dir: tuple[Path, str]) -> None:
     assert out.count("\u2014 ethics-committee.example/witness ") == 1 and out.count("\u2014 cro.example/witness ") == 1
 
 
+def test_demo_deviations_open_hides_the_resolved_one(demo_dir: tuple[Path, str]) -> None:
+    cwd, _ = demo_dir
+    every = run(cwd, "--db", "demo.db", "deviations").stdout
+    still_open = run(cwd, "--db", "demo.db", "deviations", "--open").stdout
+    assert "S01-006" in every and "S01-006" not in still_open
+    assert "dose_outside_window" in still_open
+
+
 def test_demo_keys_work_for_further_commands(demo_dir: tuple[Path, str]) -> None:
     cwd, _ = demo_dir
     keys = cwd / "demo-keys"
     assert (keys / "lab-zhao.key").exists()
     env_run = subprocess.run(
         [str(BIN), "--db", "demo.db", "append", "LabResultRecorded", "--participant", "S01-001",
-         "--data", '{"analyte": "CPEPTIDE", "value": 0.7, "unit": "nmol/L"}', "--key", str(keys / "lab-zhao.key")],
+         "--data", '{"analyte": "CPEPTIDE", "value": 0.7, "unit": "nmol/L"}', "--key", str(keys / "lab-zhao.key"),
+         "--reason", "stored sample analysed after completion"],  # S01-001 completed: terminal
         cwd=cwd, capture_output=True, text=True, env={"TRIAL_LEDGER_PASSPHRASE": "demo-passphrase", "PATH": ""})
     assert env_run.returncode == 3 and "is locked by DatabaseLocked" in env_run.stderr  # the demo ends locked
     ae_data = ('{"ae_id": "S01-001-AE9", "term": "headache", "grade": 1, "serious": false, '

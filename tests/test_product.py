@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_an_event_written_before_products_were_declared_still_verifies_and_shows
     signer = keys.signers["pharm1"]
     old = Envelope(event_id=str(uuid.uuid4()), type="InfusionAdministered", stream="S01-001",
                    position=trial.store.stream_length("S01-001") + 1, occurred_at=T0,
-                   recorded_at="2010-09-02T10:00:00+08:00", author="pharm1", key_id=signer.key_id,
+                   recorded_at=datetime.now(UTC).isoformat(), author="pharm1", key_id=signer.key_id,
                    meaning="authorship", reason=None,
                    data={"dose_number": 1, "route": "intra-arterial-pancreatic", "lot": "OLD-1",
                          "cell_source": "autologous bone marrow", "cell_count": 6.4e7, "viability_pct": 95.1,

@@ -66,15 +66,19 @@ def full_history(trial: Trial, keys: Keys, participant: str = "S01-001") -> dict
     length = trial.store.stream_length(participant)
     add("CasebookSigned", {"up_to_position": length,
                            "casebook_hash": casebook_hash(r.hash for r in trial.store.stream_records(participant))})
+    add("ScreenFailed", {"failed_criteria": ["I5"]})
     add("ConsentWithdrawn", {"scope": "treatment"}, reason="personal")
     add("ParticipantWithdrawn", {}, reason="consent withdrawn")
-    add("ParticipantCompleted", {})
-    add("ScreenFailed", {"failed_criteria": ["I5"]})
+    add("SafetyReportSubmitted", {"ae_id": "AE-1", "recipient": "NMPA", "reference": "CN-2010-001"})
+    # withdrawal is terminal: a later procedure needs a reason (and is flagged)
+    add("VisitCompleted", {"visit": "D90"}, reason="safety visit the participant asked for")
     return ids
 
 
 def test_every_audit_column_in_csv_and_json_for_every_type(trial: Trial, keys: Keys, run: Cli) -> None:
     full_history(trial, keys)
+    register(trial, keys, "S01-002")
+    trial.append(Command("ParticipantCompleted", "S01-002", {}, occurred_at=T0), keys.signers["inv1"])
     trial.append(Command("DocumentRegistered", None, {"kind": "protocol", "version": "1.1", "sha256": "a" * 64,
                                                       "file_name": "protocol-1.1.pdf"}), keys.signers["admin"])
     trial.append(Command("ProtocolAmended", None, {"protocol_version": "1.1", "protocol_sha256": "a" * 64,

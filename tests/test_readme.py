@@ -34,6 +34,7 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
     assert "icf-1.0.txt: registered icf version 1.0" in out  # document check
     assert "dr-li (investigator, Dr Li Wei)" in out          # audit
     assert "OK: every hash link" in out                      # verify before tampering
+    assert "package OK: manifest signed by the pinned key" in out  # the inspector's one command
     assert "verify exited 1 — tampering detected" in out     # verify after
     assert "hash mismatch" in err
     assert "Traceback" not in out + err

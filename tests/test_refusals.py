@@ -189,7 +189,8 @@ def test_ae_downgrade_without_a_reason(ready: tuple[Trial, Keys, Cli]) -> None:
     trial, keys, run = ready
     run("append", "AdverseEventReported", "--participant", "S01-001", "--data", json.dumps({
         "ae_id": "AE1", "term": "pancreatitis", "grade": 3, "serious": True, "relatedness": "probable",
-        "expected": False, "awareness_at": "2010-09-03T08:00:00+08:00"}), *key(keys, "inv1"))
+        "expected": False, "awareness_at": "2010-09-03T08:00:00+08:00"}),
+        "--occurred-at", "2010-09-03T07:00:00+08:00", *key(keys, "inv1"))
 
     def update(data: dict[str, object], *reason: str) -> list[str]:
         return ["append", "AdverseEventUpdated", "--participant", "S01-001", "--data",

@@ -65,3 +65,29 @@ def test_other_protocol_end_to_end(sqlite_db: str, keys: Keys) -> None:
     # everything was entered long after 2020 with this protocol's 24 h limit: late entries, nothing else
     assert late == {"dose_outside_window", "late_entry"}
     trial.store.close()
+
+
+def test_other_protocol_supervision_and_meanings(sqlite_db: str, keys: Keys) -> None:
+    """The file's own supervision map: a physician supervises nurses, not the other way round."""
+    run = Cli(sqlite_db)
+    admin = ("--key", str(keys.path("admin")))
+    assert run("init", "--protocol", str(OTHER), "--study-id", "VAX", "--admin-id", "admin",
+               "--admin-name", "Ada", *admin).exit_code == 0
+    for user, role in (("inv1", "physician"), ("coord1", "nurse")):
+        assert run("signer", "add", "--user-id", user, "--name", user, "--role", role,
+                   "--public-key", f"{keys.path(user)}.pub", *admin).exit_code == 0
+
+    def append(user: str, type_name: str, data: dict, *extra: str) -> tuple[int, str]:
+        r = run("--json", "append", type_name, "--participant", "P-1", "--data", json.dumps(data),
+                "--key", str(keys.path(user)), *extra)
+        return r.exit_code, (json.loads(r.stdout)["event_id"] if r.exit_code == 0 else r.stderr)
+
+    _, registered = append("coord1", "ParticipantRegistered", {"site": "A", "sex": "M", "birth_year": 1950})
+    _, screening = append("inv1", "ScreeningAssessed", {"criterion": "E1", "met": False})
+    code, err = append("coord1", "EntryVoided", {"target_event_id": screening}, "--reason", "x")
+    assert code == 3 and "may not void an entry of inv1 (physician)" in err
+    code, _ = append("inv1", "EntryCorrected", {"target_event_id": registered, "changes": {"birth_year": 1951}},
+                     "--reason", "ID card")
+    assert code == 0
+    code, err = append("coord1", "RecordReviewed", {"scope": "all"}, "--meaning", "approval")
+    assert code == 3 and "meaning" in err

@@ -7,6 +7,7 @@ and names it, before anything subtler breaks elsewhere.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -24,7 +25,7 @@ from tests.conftest import Keys, initialise
 
 def _envelope(stream: str, position: int, signer_key_id: str) -> Envelope:
     return Envelope(event_id=str(uuid.uuid4()), type="ParticipantRegistered", stream=stream, position=position,
-                    occurred_at="2010-09-01T01:00:00+00:00", recorded_at="2010-09-01T01:00:00+00:00",
+                    occurred_at="2010-09-01T01:00:00+00:00", recorded_at=datetime.now(UTC).isoformat(),  # the log's clock runs forward
                     author="inv1", key_id=signer_key_id, meaning="authorship", reason=None,
                     data={"site": "S01", "sex": "M", "birth_year": 1960})
 

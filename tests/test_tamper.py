@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -133,7 +134,7 @@ def test_row_signed_by_unregistered_key_is_detected(trial: Trial, keys: Keys) ->
     store = as_owner(trial.store)
     outsider = keys.signers["outsider"]
     env = Envelope(event_id=str(uuid.uuid4()), type="LabResultRecorded", stream="S01-000", position=3,
-                   occurred_at="2010-09-02T08:00:00+08:00", recorded_at="2010-09-02T08:00:00+00:00",
+                   occurred_at="2010-09-02T08:00:00+08:00", recorded_at=datetime.now(UTC).isoformat(),
                    author="lab1", key_id=outsider.key_id, meaning="authorship",
                    data={"analyte": "FBG", "value": 3.0, "unit": "mmol/L"})
     [position] = store.append([env], outsider)  # the store itself enforces no roles: the attacker's view

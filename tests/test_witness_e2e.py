@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import cli.proofs as cli_proofs
+from cli.proofs import checkpoint_origin
 from domain.service import Trial
 from ledger.cosignature import vkey_for
 from ledger.keys import generate
@@ -41,8 +43,19 @@ class Witnesses:
 
 
 def origin_of(trial: Trial) -> str:
-    registry = trial.registry()
-    return f"trial-ledger/{registry.study_id}/{registry.root_fingerprint[:16]}"
+    origin = checkpoint_origin(trial.store)  # the one place origins are made
+    assert origin is not None
+    return origin
+
+
+def present_as(monkeypatch: pytest.MonkeyPatch, origin: str) -> None:
+    """A forger's own software signs the rebuilt log's checkpoints under the original log's origin.
+
+    The project's `checkpoint` derives the origin from the genesis event, so a rebuilt
+    log gets a new one; claiming the old identity takes a forger's code, which the
+    witnesses must still catch.
+    """
+    monkeypatch.setattr(cli_proofs, "checkpoint_origin", lambda store: origin)
 
 
 @pytest.fixture
@@ -135,17 +148,20 @@ def test_checkpoint_is_cosigned_and_inspector_counts_cosignatures(
 
 
 def test_a_rewritten_log_is_refused_by_both_witnesses(
-        sqlite_db: str, sqlite_trial: Trial, keys: Keys, witnesses: Witnesses, tmp_path: Path) -> None:
+        sqlite_db: str, sqlite_trial: Trial, keys: Keys, witnesses: Witnesses, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     run = Cli(sqlite_db)
     for p in ("S01-001", "S01-002"):
         register(sqlite_trial, keys, p)
     register_witnesses(run, keys, witnesses)
     assert run("checkpoint", "--key", str(keys.path("admin")), "--out", str(tmp_path / "cp.txt")).exit_code == 0
 
-    # The sponsor rebuilds the ledger from scratch under the same keys (same origin), with other history.
+    # The sponsor rebuilds the ledger from scratch under the same keys, with other history, and
+    # presents it under the original log's origin (its own genesis would give it another).
     forged_db = str(tmp_path / "forged.db")
     forged = initialise(forged_db, keys)
-    assert origin_of(forged) == origin_of(sqlite_trial)
+    assert origin_of(forged) != origin_of(sqlite_trial)
+    present_as(monkeypatch, origin_of(sqlite_trial))
     for p in ("S01-009", "S01-008", "S01-007"):
         register(forged, keys, p)
     forged.store.close()
@@ -164,7 +180,8 @@ def test_a_rewritten_log_is_refused_by_both_witnesses(
 
 
 def test_a_truncated_log_is_a_split_view_alarm(
-        sqlite_db: str, sqlite_trial: Trial, keys: Keys, witnesses: Witnesses, tmp_path: Path) -> None:
+        sqlite_db: str, sqlite_trial: Trial, keys: Keys, witnesses: Witnesses, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     run = Cli(sqlite_db)
     for p in ("S01-001", "S01-002", "S01-003"):
         register(sqlite_trial, keys, p)
@@ -172,6 +189,7 @@ def test_a_truncated_log_is_a_split_view_alarm(
     assert run("checkpoint", "--key", str(keys.path("admin"))).exit_code == 0
     truncated_db = str(tmp_path / "truncated.db")
     truncated = initialise(truncated_db, keys)
+    present_as(monkeypatch, origin_of(sqlite_trial))
     truncated.store.close()
     t_run = Cli(truncated_db)
     register_witnesses(t_run, keys, witnesses, quorum=1)

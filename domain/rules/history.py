@@ -1,7 +1,11 @@
 """One participant's history as the rules see it.
 
 Voided entries are left out and corrections applied, so a rule judges the
-record as it now stands; originals stay in the log and the audit trail.
+record as it now stands; originals stay in the log and the audit trail, and
+``originals`` keeps every entry as first recorded (the edit rules need the
+target of a correction or void). ``DeviationBook`` (book.py) runs the rules
+after each appended event, so what they raise is kept even when a later
+edit makes the record look clean.
 Rules work on ``occurred_at`` (clinical time), never on the order entries
 were typed in, so they do not depend on the stream order.
 """
@@ -81,10 +85,14 @@ class History:
     participant: str
     facts: list[Fact]
     icf_versions: list[IcfVersion] = field(default_factory=list)
+    originals: dict[str, Fact] = field(default_factory=dict)
+    by_type: dict[str, list[Fact]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, protocol: Protocol, participant: str, entries: list[Entry] | tuple[Entry, ...] | Any,
-              icf_versions: Any = ()) -> History:
+              icf_versions: Any = (), times: dict[str, tuple[datetime | None, datetime | None]] | None = None,
+              ) -> History:
+        """``times`` caches each entry's parsed times across builds (the book rebuilds after every event)."""
         voided: set[str] = set()
         changes: dict[str, dict[str, Any]] = {}
         for entry in sorted(entries, key=lambda e: e.position):
@@ -94,21 +102,35 @@ class History:
                 voided.add(target)
             elif env.type == "EntryCorrected" and isinstance(target, str) and isinstance(env.data.get("changes"), dict):
                 changes.setdefault(target, {}).update(env.data["changes"])
-        facts = []
+        facts, originals = [], {}
         for entry in entries:
             env = entry.envelope
-            occurred, recorded = _time(env.occurred_at), _time(env.recorded_at)
-            if env.event_id in voided or occurred is None or recorded is None:
+            parsed = times.get(env.event_id) if times is not None else None
+            if parsed is None:
+                parsed = (_time(env.occurred_at), _time(env.recorded_at))
+                if times is not None:
+                    times[env.event_id] = parsed
+            occurred, recorded = parsed
+            if occurred is None or recorded is None:
+                continue
+            originals[env.event_id] = Fact(env.event_id, env.type, entry.position, occurred, recorded, dict(env.data))
+            if env.event_id in voided:
                 continue
             data = {**env.data, **changes.get(env.event_id, {})}
             facts.append(Fact(env.event_id, env.type, entry.position, occurred, recorded, data))
         facts.sort(key=lambda f: (f.occurred, f.position))
         versions = sorted(icf_versions, key=lambda v: v.position) or [IcfVersion(0, protocol.icf_version)]
-        return cls(protocol, participant, facts, list(versions))
+        return cls(protocol, participant, facts, list(versions), originals)
 
     # -- views the rules share ---------------------------------------------------------------
 
     def of(self, *types: str) -> list[Fact]:
+        """Facts of these types in clinical order (indexed once: the book asks this per event)."""
+        if not self.by_type and self.facts:
+            for f in self.facts:
+                self.by_type.setdefault(f.type, []).append(f)
+        if len(types) == 1:
+            return list(self.by_type.get(types[0], ()))
         return [f for f in self.facts if f.type in types]
 
     def first(self, type_name: str) -> Fact | None:
@@ -129,7 +151,18 @@ class History:
     def birth_year(self) -> int | None:
         reg = self.first("ParticipantRegistered")
         value = reg.data.get("birth_year") if reg else None
-        return value if isinstance(value, int) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def birth_date(self) -> date | None:
+        reg = self.first("ParticipantRegistered")
+        try:
+            return date.fromisoformat(str(reg.data.get("birth_date"))) if reg else None
+        except ValueError:
+            return None
+
+    def by_id(self, event_id: object) -> Fact | None:
+        """The entry as first recorded (voided or not), for rules about corrections and voids."""
+        return self.originals.get(event_id) if isinstance(event_id, str) else None
 
     def icf_in_force(self, position: int) -> str:
         current = self.versions_before(position)

@@ -1,0 +1,50 @@
+"""Withdrawal, completion and death are terminal (SPEC §4).
+
+A procedure on a terminal participant is refused at append without a
+reason; with one it is recorded, and always raises an important deviation.
+Safety follow-up (AE reports and updates, expedited reports) and record
+keeping (corrections, voids, reviews, recorded deviations) are free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from domain.events import RECORD_KEEPING, SAFETY_FOLLOW_UP
+from domain.rules.history import Deviation, Fact, History
+
+TERMINAL = ("ParticipantWithdrawn", "ParticipantCompleted")
+FREE_AFTER_TERMINAL = SAFETY_FOLLOW_UP + RECORD_KEEPING
+
+
+def terminal_fact(h: History) -> tuple[str, datetime, Fact] | None:
+    """The earliest terminal fact in clinical time: withdrawal, completion, or a grade 5 adverse event."""
+    found: list[tuple[datetime, str, Fact]] = []
+    for f in h.of(*TERMINAL):
+        found.append((f.occurred, "withdrawn" if f.type == "ParticipantWithdrawn" else "completed", f))
+    grades: dict[str, tuple[Fact, object]] = {}
+    for f in h.of("AdverseEventReported", "AdverseEventUpdated"):
+        ae = str(f.data.get("ae_id"))
+        onset = grades[ae][0] if ae in grades else f
+        grades[ae] = (onset, f.data.get("grade", grades[ae][1] if ae in grades else None))
+    for onset, grade in grades.values():
+        if grade == 5:
+            found.append((onset.occurred, "dead", onset))
+    if not found:
+        return None
+    when, what, fact = min(found, key=lambda t: (t[0], t[2].position))
+    return what, when, fact
+
+
+def procedure_after_terminal(h: History) -> Iterator[Deviation]:
+    terminal = terminal_fact(h)
+    if terminal is None:
+        return
+    what, when, fact = terminal
+    for f in h.facts:
+        if f is fact or f.type in FREE_AFTER_TERMINAL or f.type == "ParticipantRegistered" or f.occurred < when:
+            continue
+        yield h.deviation("procedure_after_terminal", True, [f],
+                          f"{f.type} at {f.occurred.isoformat()} after the participant was {what} "
+                          f"({when.isoformat()})")
