@@ -104,12 +104,22 @@ class VerifiedLog:
         return st
 
     def deviations(self, participant: str) -> list[Tracked]:
-        """Every deviation ever raised, open or resolved, as the projector records them (domain.rules.book)."""
+        """Every deviation ever raised, open or resolved, as the projector records them (domain.rules.book).
+
+        Folded once per participant and kept: the report asks for them twice
+        (its tables and the summary), and the fold is most of its time.
+        """
         protocol = self.registry.protocol
         if protocol is None:
             return []
-        entries = [Entry(env, record.position) for record, env in self.stream(participant)]
-        return deviation_history(participant, entries, self.protocol_versions)
+        if participant not in self._deviations:
+            entries = [Entry(env, record.position) for record, env in self.stream(participant)]
+            self._deviations[participant] = deviation_history(participant, entries, self.protocol_versions)
+        return self._deviations[participant]
+
+    @cached_property
+    def _deviations(self) -> dict[str, list[Tracked]]:
+        return {}
 
     @cached_property
     def protocol_versions(self) -> list[ProtocolVersion]:
