@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from domain.signers import STUDY_STREAM
 from domain.timeutil import calendar_date, parse_time
@@ -148,6 +147,8 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
             aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
     report = log.report
+    from jinja2 import Environment, PackageLoader, select_autoescape  # loaded by the report only, not every command
+
     env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
     return template.render(
