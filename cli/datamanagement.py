@@ -114,8 +114,14 @@ def security_log_cmd(ctx: click.Context, since: datetime | None) -> None:
 
 
 def _refusal_line(r: dict[str, Any]) -> str:
-    return (f"{r['recorded_at']}  {'FLAGGED ' if r['flagged'] else ''}{r['user_id'] or '?'} key {r['key_id'] or '?'}  "
+    line = (f"{r['recorded_at']}  {'FLAGGED ' if r['flagged'] else ''}{r['user_id'] or '?'} key {r['key_id'] or '?'}  "
             f"{r['command']} {r['event_type'] or '-'} {r['participant'] or '-'}: {r['reason']}")
+    return _one_line(line)
+
+
+def _one_line(text: str) -> str:
+    """What a refused caller typed is shown escaped: a newline in it can never forge a second entry."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 COMMANDS = (queries, sdv, signoff, verify_source, security_log_cmd)

@@ -86,11 +86,14 @@ def export(ctx: click.Context, fmt: str, out: Path, key: Path | None, passphrase
 @click.pass_context
 def report(ctx: click.Context, out: Path, as_of: datetime | None, jobs: int | None) -> None:
     """One self-contained HTML inspection report (inline CSS and SVG, no network, no JavaScript)."""
-    log = log_source.load(open_store(ctx), as_of=as_of, jobs=jobs)
-    if not log.report.ok:  # the page says FAILED and shows nothing read from the ledger; exit 1
-        first = log.report.sorted()[0].line() if log.report.findings else "the log does not verify"
-        _write(out, failed_page(first).encode("utf-8"))
-        raise IntegrityFailure(f"the log does not verify: {first}")
+    try:
+        log = log_source.load(open_store(ctx), as_of=as_of, jobs=jobs)
+        if not log.report.ok:
+            first = log.report.sorted()[0].line() if log.report.findings else "the log does not verify"
+            raise IntegrityFailure(f"the log does not verify: {first}")
+    except IntegrityFailure as e:  # the page says FAILED and shows nothing read from the ledger; exit 1
+        _write(out, failed_page(str(e)).encode("utf-8"))
+        raise
     html = build_report(log, as_of=as_of)
     _write(out, html.encode("utf-8"))
     emit(ctx, {"out": str(out), "bytes": len(html.encode())}, f"wrote {out} ({len(html.encode()) // 1024} KiB)")

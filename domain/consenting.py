@@ -54,12 +54,26 @@ def check_consent_entry(type_name: str, payload: dict[str, Any], registry: Signe
     if "obtained_by" in changes:
         check_obtained_by(consent, registry)
     if "icf_version" in changes or "document_sha256" in changes:
+        check_icf_version(consent, registry)
         registry.documents.check_consent(consent)
 
 
 def check_consent(payload: dict[str, Any], registry: SignerRegistry) -> None:
     check_obtained_by(payload, registry)
+    check_icf_version(payload, registry)
     registry.documents.check_consent(payload)
+
+
+def check_icf_version(payload: dict[str, Any], registry: SignerRegistry) -> None:
+    """Once a study registers its ICFs, a consent names a version the study knows, spelled as it knows it.
+
+    Otherwise " 2.0" or "v2.0" would step around the registered document's hash.
+    """
+    registered = {d.version for d in registry.documents.documents if d.kind == "icf"}
+    known = registered | registry.icf_versions
+    if registered and payload["icf_version"] not in known:
+        raise InputRefused(f"data.icf_version: {payload['icf_version']!r} is not an ICF version of this study "
+                           f"({', '.join(sorted(known))})")
 
 
 def check_obtained_by(payload: dict[str, Any], registry: SignerRegistry) -> None:

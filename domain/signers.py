@@ -78,6 +78,7 @@ class SignerRegistry:
         self.protocol: Protocol | None = None
         self.protocol_sha256: str | None = None
         self.icf_version: str | None = None
+        self.icf_versions: set[str] = set()  # every ICF version the protocol and its amendments named
         self.root_public_raw: bytes | None = None
         self.signers: dict[str, SignerEntry] = {}
         self.by_key: dict[str, str] = {}
@@ -212,6 +213,7 @@ class SignerRegistry:
         if isinstance(data.get("protocol"), dict):
             self.protocol = parse_protocol(data["protocol"])
             self.icf_version = self.protocol.icf_version
+            self.icf_versions.add(self.protocol.icf_version)
             self.protocols.append((None, self.protocol))
         admin = SignerEntry(
             user_id=data["admin_id"], name=data["admin_name"], role="admin", public_raw=raw,
@@ -244,6 +246,7 @@ class SignerRegistry:
             self.protocols.append((_instant_or_none(env.occurred_at), self.protocol))
         self.protocol_sha256 = data["protocol_sha256"]
         self.icf_version = data["icf_version"]
+        self.icf_versions.add(data["icf_version"])
 
     def protocol_at(self, occurred: datetime) -> Protocol | None:
         """The protocol whose rules govern an event that happened clinically at ``occurred``.

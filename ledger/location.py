@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlparse
 
 LOCK_TIMEOUT_ENV = "TRIAL_LEDGER_LOCK_TIMEOUT"
+# libpq reads these for any connection parameter not given, and PGHOSTADDR even beside a given host:
+# each could send data to another server, database, schema (search_path in PGOPTIONS) or service.
+LIBPQ_LOCATION_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGOPTIONS", "PGSERVICE",
+                      "PGSERVICEFILE", "PGSYSCONFDIR", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS")
 """Seconds a writer waits for the write lock; a wait, never a destination."""
 
 
@@ -39,6 +43,8 @@ class Location:
         lock_timeout = os.environ.get(LOCK_TIMEOUT_ENV, "10")
         if not is_postgres(db):
             return cls(db=db, postgres=False, path=db, lock_timeout=lock_timeout)
+        for name in LIBPQ_LOCATION_ENV:  # this process connects only where --db says
+            os.environ.pop(name, None)
         url = urlparse(db)
         query = parse_qs(url.query)
         return cls(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ledger import checkpoint as notes
+from ledger.errors import IntegrityFailure
 from ledger.merkle_log import MerkleLog
 from ledger.store import Store
 from ledger.verify import FIRST_ID
@@ -22,24 +24,66 @@ def load(store: Store, *, as_of: datetime | None = None, jobs: int | None = None
     rows = store.records(after=FIRST_ID)  # rows at ids <= 0 too: they are findings, never silently skipped
     records = list(rows) if as_of is None else recorded_prefix(rows, as_of)
     kept, report = verify(records, jobs=jobs)
-    return VerifiedLog(kept, report, latest_checkpoint(store, len(kept)), stored_notes(store, len(kept)))
+    stored = stored_checkpoints(store, len(kept), as_of)
+    log = VerifiedLog(kept, report, stored[-1][1] if stored else None, [note for _size, note in stored])
+    if report.ok:
+        check_stored_notes(log, stored)
+    return log
 
 
-def latest_checkpoint(store: Store, size: int) -> str | None:
-    """The stored checkpoint note with the largest tree size not beyond ``size`` (what existed then)."""
+def check_stored_notes(log: VerifiedLog, stored: list[tuple[int, str]]) -> None:
+    """Every stored checkpoint shown or used must be one of this verified log's (SPEC §5.4).
+
+    The checkpoints table is writable, so each note must be signed by the root key or a
+    registered log key and its root reproduced by the verified log; a row that is not is a
+    tampered cache, IntegrityFailure naming the table, never a figure on the page. (A deleted
+    row cannot be told from none: the report then says none is stored.)
+    """
+    keys = log.registry.checkpoint_keys(include_revoked=True)
+    for size, note in stored:
+        why = None
+        try:
+            cp = notes.parse(note)[0]
+        except notes.CheckpointError as e:
+            why = str(e)
+        else:
+            if cp.size != size:
+                why = "its tree size differs from the note's"
+            elif not any(_signed(note, key) for key in keys):
+                why = "not signed by the root key or a registered log key"
+            elif cp.size > len(log.records) or log.merkle_root(cp.size) != cp.root:
+                why = "the verified log does not reproduce its root"
+        if why is not None:
+            raise IntegrityFailure(f"stored table merkle_checkpoints: a row is not a checkpoint of this verified "
+                                   f"log ({why}); nothing is shown")
+
+
+def _signed(note: str, key: bytes) -> bool:
+    try:
+        notes.verify(note, key)
+    except notes.CheckpointError:
+        return False
+    return True
+
+
+def stored_checkpoints(store: Store, size: int, as_of: datetime | None) -> list[tuple[int, str]]:
+    """(tree size, note) of every stored checkpoint up to ``size``, oldest first: a writable cache, checked after."""
     if not store.table_exists("merkle_checkpoints"):
-        return None  # never create tables from a read
+        return []  # never create tables from a read
     tree = MerkleLog(store)
-    rows = store.fetch(f"SELECT note FROM {tree.names['checkpoints']} WHERE tree_size <= ? "
-                       "ORDER BY tree_size DESC LIMIT 1", (size,))
-    return str(rows[0]["note"]) if rows else None
-
-
-def stored_notes(store: Store, size: int) -> list[str]:
-    """Every stored checkpoint note up to ``size``, oldest first (their cosignatures date the events)."""
-    if not store.table_exists("merkle_checkpoints"):
-        return []
-    tree = MerkleLog(store)
-    rows = store.fetch(f"SELECT note FROM {tree.names['checkpoints']} WHERE tree_size <= ? ORDER BY tree_size",
-                       (size,))
-    return [str(r["note"]) for r in rows]
+    rows = store.fetch(f"SELECT tree_size, note FROM {tree.names['checkpoints']} ORDER BY tree_size")
+    out = []
+    for row in rows:
+        # Every row is read, whatever size it claims: the claim is checked against the signed note.
+        try:
+            stored_size, note = int(row["tree_size"]), str(row["note"])
+            claimed = notes.parse(note)[0].size
+        except (TypeError, ValueError, notes.CheckpointError):
+            raise IntegrityFailure("stored table merkle_checkpoints: a row is not a checkpoint note; "
+                                   "nothing is shown") from None
+        if claimed != stored_size:
+            raise IntegrityFailure("stored table merkle_checkpoints: a row's tree size differs from its note's; "
+                                   "nothing is shown")
+        if claimed <= size or as_of is None:
+            out.append((claimed, note))
+    return out

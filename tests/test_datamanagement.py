@@ -427,3 +427,15 @@ def test_an_insider_bypassing_the_checks_gets_no_verification_and_an_invalid_sig
     [s] = ok(run, "sdv", "--participant", "S01-001")
     assert s["verified"] == 0 and s["not_verified"] == 2
     assert ok(run, "participants")[0]["signoff"] == "invalid"
+
+
+def test_a_newline_in_a_refused_command_cannot_forge_a_security_log_entry(ready: dict[str, str], keys: Keys,
+                                                                         run: Cli) -> None:
+    """What a refused caller typed is kept as typed (JSON) but shown escaped: one entry, one line."""
+    forged = "LabResultRecorded\n2026-01-01T00:00:00Z  admin key 0000 init: FAKE ENTRY"
+    refused(run, "append", forged, "--participant", "S01-001", "--data", LAB, *key(keys, "lab1"),
+            needle="unknown event type")
+    assert security_log(run)[-1]["event_type"] == forged
+    table = run("security-log").stdout.strip().splitlines()
+    assert len(table) == 1 and "\\n2026-01-01" in table[0] and not any(line.startswith("2026-01-01T00:00:00Z")
+                                                                        for line in table)

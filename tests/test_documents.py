@@ -119,6 +119,10 @@ def test_consent_with_a_missing_or_wrong_document_hash_is_refused(study: Cli, ke
     assert r.exit_code == 3 and "data.document_sha256" in r.stderr and "must name its hash" in r.stderr
     r = append(study, keys, "ConsentSigned", {**consent, "document_sha256": "0" * 64}, T_CONSENT)
     assert r.exit_code == 3 and "is not the registered ICF version 1.0" in r.stderr
+    # another spelling of the version cannot step around the registered document
+    for spelling in (" 1.0", "1.0 ", "v1.0"):
+        r = append(study, keys, "ConsentSigned", {**consent, "icf_version": spelling}, T_CONSENT)
+        assert r.exit_code == 3 and "is not an ICF version of this study" in r.stderr, r.output
     assert event_count(study.db) == before
     r = append(study, keys, "ConsentSigned", {**consent, "document_sha256": sha}, T_CONSENT)
     assert r.exit_code == 0, r.output

@@ -405,7 +405,7 @@ def test_exports_of_a_tampered_ledger_are_refused_and_write_nothing(trial: Trial
         assert r.exit_code == 1 and "does not verify" in r.output, (fmt, r.output)
         assert not out.exists()
     r = run("report", "--out", str(tmp_path / "r.html"))
-    assert r.exit_code == 0
+    assert r.exit_code == 1  # the page is written, says FAILED and shows nothing read from the ledger
     html = (tmp_path / "r.html").read_text()
     assert '<span class="fail">FAILED</span>' in html and ">VERIFIED<" not in html
     assert "hash mismatch" in html

@@ -161,3 +161,29 @@ def test_write_cursor_and_fetch_take_question_marks_on_both_back_ends(db: str) -
         assert [r["k"] for r in rows] == ["a", "c"]
     finally:
         store.close()
+
+
+def test_libpq_environment_cannot_redirect_a_postgres_ledger(pg_server: str, keys: Keys,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq reads PGHOSTADDR even beside a given host, and PGOPTIONS can set another search_path: neither
+    may move data. Asked for a host that does not resolve, the ledger refuses instead of writing to the
+    address the environment names (the attack: PGHOSTADDR=127.0.0.1 with --db on db.invalid)."""
+    schema = f"t_libpq_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    monkeypatch.setenv("PGOPTIONS", f"-c search_path={schema}_other")
+    monkeypatch.setenv("PGDATABASE", "postgres")
+    r = Cli(f"postgresql://postgres@db.invalid:5432/test?schema={schema}")(
+        "init", "--protocol", str(bundled_protocol_path()), "--study-id", "S", "--admin-id", "admin",
+        "--admin-name", "A", "--key", str(keys.path("admin")))
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert not _schema_exists(pg_server, schema)
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    monkeypatch.setenv("PGOPTIONS", f"-c search_path={schema}_other")
+    good = Cli(f"{pg_server}?schema={schema}")
+    try:
+        _init(good, keys)
+        assert _schema_exists(pg_server, schema) and not _schema_exists(pg_server, f"{schema}_other")
+        assert good("verify").exit_code == 0
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

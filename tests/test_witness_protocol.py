@@ -115,6 +115,8 @@ def test_400_old_size_above_checkpoint_size(url: str, log: ToyLog) -> None:
     (b"", "no empty line between the proof and the checkpoint"),
     (b"old 01\n\n", "the first line must be 'old <size>' in decimal without leading zeroes"),
     (b"new 0\n\n", "the first line must be 'old <size>' in decimal without leading zeroes"),
+    (b"old " + b"9" * 5000 + b"\n\n", "the first line must be 'old <size>' in decimal without leading zeroes"),
+    (b"old \xd9\xa3\n\n", "the first line must be 'old <size>' in decimal without leading zeroes"),
     (b"old 0\nnot-base64!\n\n", "not base64"),
     (b"old 0\n" + b"AAAA\n" + b"\n", "a consistency proof line is not a 32-byte hash"),
     (b"old 0\n" + (base64.b64encode(bytes(32)) + b"\n") * 64 + b"\n", "more than 63 consistency proof lines"),
@@ -124,8 +126,9 @@ def test_400_malformed_body(url: str, log: ToyLog, body: bytes, reason: str) -> 
     assert (r.status_code, r.text) == (400, f"malformed request: {reason}\n")
 
 
-def test_400_malformed_checkpoint(url: str, log: ToyLog) -> None:
-    r = post(url, b"old 0\n\n" + log.note().replace("\n5\n", "\n05\n").encode())
+@pytest.mark.parametrize("size", ["05", "9" * 5000, "\u0665"])
+def test_400_malformed_checkpoint(url: str, log: ToyLog, size: str) -> None:
+    r = post(url, b"old 0\n\n" + log.note().replace("\n5\n", f"\n{size}\n").encode())
     assert (r.status_code, r.text) == (400, "malformed request: checkpoint origin or size is malformed\n")
 
 

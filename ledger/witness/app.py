@@ -31,7 +31,8 @@ class BodyTooLarge(Exception):
 
 async def _bounded_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not declared.isascii() or not declared.isdigit() or len(declared) > 9
+                                 or int(declared) > MAX_BODY):
         raise BodyTooLarge
     chunks, total = [], 0
     async for chunk in request.stream():

@@ -53,9 +53,12 @@ def parse_request(body: bytes) -> Request:
     lines = head.split("\n")
     old_line, proof_lines = lines[0], lines[1:]
     size_text = old_line[4:]
-    if not old_line.startswith("old ") or not size_text.isascii() or not size_text.isdigit() \
-            or (size_text != "0" and size_text.startswith("0")):
-        raise NoteError("the first line must be 'old <size>' in decimal without leading zeroes")
+    try:
+        if not old_line.startswith("old "):
+            raise notes.CheckpointError("not an old line")
+        old_size = notes.parse_size(size_text)  # one spelling, below 2**63: never int() of 5,000 digits
+    except notes.CheckpointError:
+        raise NoteError("the first line must be 'old <size>' in decimal without leading zeroes") from None
     if len(proof_lines) > MAX_PROOF_LINES:
         raise NoteError(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []
@@ -64,7 +67,7 @@ def parse_request(body: bytes) -> Request:
         if len(h) != 32:
             raise NoteError("a consistency proof line is not a 32-byte hash")
         proof.append(h)
-    return Request(int(size_text), proof, note)
+    return Request(old_size, proof, note)
 
 
 @dataclass
