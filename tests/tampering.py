@@ -23,7 +23,7 @@ COLUMNS = (
     "signature",
     "key_id",
 )
-KINDS = ("flip", "delete", "duplicate", "insert", "reorder", "truncate")
+KINDS = ("flip", "delete", "duplicate", "insert", "reorder", "truncate", "outside")
 
 
 class KeyClash(Exception):
@@ -79,5 +79,9 @@ def mutate_log(db: Sql, rng: random.Random, kind: str) -> None:
     elif kind == "truncate":
         k = rng.randrange(1, n)
         db.execute(f"DELETE FROM {t} WHERE {pos} > ?", (rows[n - k - 1][0],))
+    elif kind == "outside":  # a copy at an id the chain never reaches: zero or below, another stream position
+        src = rows[rng.randrange(n)]
+        db.execute(insert, (-rng.randrange(0, 1000), src[1], src[2] + 30_000, src[3], src[4], src[5] + "-out",
+                            *src[6:]))
     else:
         raise ValueError(kind)

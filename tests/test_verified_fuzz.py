@@ -33,12 +33,13 @@ from tests.attack import (
     scenario,
 )
 from tests.conftest import Cli, Keys, as_owner
+from tests.fuzzing import scaled, tried
 from tests.test_checkpoints import make_checkpoint
 
 DERIVED = ("proj_participants", "proj_audit", "proj_deviations", "proj_summary", "proj_dirty", "proj_meta",
            "merkle_leaves", "merkle_nodes", "merkle_checkpoints")
 KINDS = ("update", "insert", "delete", "bump", "renumber")
-FUZZ = settings(max_examples=6, deadline=None,
+FUZZ = settings(max_examples=scaled(6, 200), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -121,6 +122,7 @@ def test_no_edit_of_a_derived_table_reaches_an_inspector(trial: Trial, keys: Key
         trial._fuzz = _prepare(trial, keys, run, tmp_path)  # type: ignore[attr-defined]
     ids, pristine = trial._fuzz  # type: ignore[attr-defined]
     store = trial.store
+    tried(f"derived-table edits reaching an inspector ({'postgres' if store.postgres else 'sqlite'})")
     tables = _tables(store)
     saved = {t: _snapshot(store, name) for t, name in tables.items()}
     try:
@@ -166,6 +168,7 @@ def test_no_row_outside_the_chain_is_shown(trial: Trial, keys: Keys, run: Cli, t
         trial._fuzz = ids  # type: ignore[attr-defined]
     ids = trial._fuzz  # type: ignore[attr-defined]
     store = trial.store
+    tried(f"rows forged outside the chain ({'postgres' if store.postgres else 'sqlite'})")
     rows = all_rows(store)
     real = rows[pick % len(rows)]
     head = rows[-1].position
