@@ -110,7 +110,8 @@ class Witness:
                 return Answer(422, f"consistency proof does not verify: {failure}\n")
             if latest is not None and cp.size == latest.size and cp.root != latest.root:
                 return Answer(409, f"{stored}\n", SIZE_CONTENT_TYPE)
-            tx.store(cp.origin, cp.size, cp.root, req.note)
+            if latest is None or cp.size > latest.size:  # the same checkpoint again changes nothing stored
+                tx.store(cp.origin, cp.size, cp.root, req.note)
             timestamp = int(self.clock())
             line = cosignature.cosign(note_text, self.name, self.signer, timestamp).line()
         return Answer(200, line)
