@@ -68,11 +68,11 @@ def size_axis(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def participant_axis(work: Path, events: int) -> list[str]:
+def participant_axis(work: Path, events: int, single: int) -> list[str]:
     lines = ["| shape | events | rebuild ev/s | verify j2 ev/s | show P (s) | append to P (s) |", "|---|---|---|---|---|---|"]
-    for label, per in (("50 per participant", 50), ("2,000 per participant", 2000),
-                       ("one participant, 10,000 events", 10_000)):
-        n = 10_000 if per == 10_000 else events
+    for label, per in (("50 per participant", 50), ("500 per participant", 500),
+                       (f"one participant, {single:,} events", single)):
+        n = single if per == single else events
         db = str(work / f"axis-{per}.db")
         setup_ledger(db, work)
         data = work / f"axis-{per}.jsonl"
@@ -122,13 +122,16 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=8)
     parser.add_argument("--study-events", type=int, default=20_000)
     parser.add_argument("--axis-events", type=int, default=40_000)
+    # 10,000 is the figure issue 21 asks about; the deviation history is still quadratic in one
+    # participant's events (domain/rules/book.py), so the default stays where a run ends in minutes.
+    parser.add_argument("--single-participant", type=int, default=1_000)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "scaling.md"))
     args = parser.parse_args()
     bench = json.loads(Path(args.results).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        axis = participant_axis(work, args.axis_events)
+        axis = participant_axis(work, args.axis_events, args.single_participant)
         studies = many_studies(work, args.studies, args.study_events)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
