@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from cli.text import one_line
 from cli.options import (
     emit,
     key_option,
@@ -116,12 +117,7 @@ def security_log_cmd(ctx: click.Context, since: datetime | None) -> None:
 def _refusal_line(r: dict[str, Any]) -> str:
     line = (f"{r['recorded_at']}  {'FLAGGED ' if r['flagged'] else ''}{r['user_id'] or '?'} key {r['key_id'] or '?'}  "
             f"{r['command']} {r['event_type'] or '-'} {r['participant'] or '-'}: {r['reason']}")
-    return _one_line(line)
-
-
-def _one_line(text: str) -> str:
-    """What a refused caller typed is shown escaped: a newline in it can never forge a second entry."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return one_line(line)  # what a refused caller typed, escaped: a newline can never forge a second entry
 
 
 COMMANDS = (queries, sdv, signoff, verify_source, security_log_cmd)

@@ -17,6 +17,7 @@ from ledger.keys import Signer, is_legacy_key_file, is_world_readable, read_priv
 from ledger.store import Store
 
 from cli.refusals import note_key, record_refusal
+from cli.text import one_line
 
 PASSPHRASE_ENV = "TRIAL_LEDGER_PASSPHRASE"
 
@@ -64,7 +65,7 @@ class LedgerGroup(click.Group):
         try:
             code = run(*args, standalone_mode=False, **kwargs)
         except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
+            click.echo(f"error: {one_line(e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except click.exceptions.Abort:
             click.echo("error: aborted", err=True)
@@ -75,7 +76,7 @@ class LedgerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LedgerError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(str(e))}", err=True)
             if isinstance(e, InputRefused):
                 record_refusal(ctx, str(e))
             ctx.exit(e.exit_code)
@@ -89,8 +90,7 @@ class LedgerGroup(click.Group):
             click.echo("error: interrupted; nothing half-written (each append is one transaction)", err=True)
             ctx.exit(130)
         except Exception as e:  # noqa: BLE001 - never a traceback for users
-            click.echo(f"error: internal error ({type(e).__name__}): {str(e).splitlines()[0] if str(e) else ''}",
-                       err=True)
+            click.echo(f"error: internal error ({type(e).__name__}): {one_line(str(e))[:300]}", err=True)
             ctx.exit(4)
 
 

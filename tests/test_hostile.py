@@ -101,3 +101,12 @@ def test_non_utf8_data_file(trial, keys: Keys, run: Cli, tmp_path: Path) -> None
     r = run("append", "LabResultRecorded", "--participant", "S01-001", "--data", f"@{bad}",
             "--key", str(keys.path("lab1")))
     assert r.exit_code == 3 and "--data" in r.stderr and event_count(run.db) == before
+
+
+def test_an_error_quoting_a_control_character_stays_one_line(trial, keys: Keys, run: Cli) -> None:  # type: ignore[no-untyped-def]
+    """Found by `make fuzz`: a field name holding U+001E split the one-line error (str.splitlines breaks there)."""
+    register(trial, keys, "S01-001")
+    for name in ("\x1e", "a\nb", "\u2028", "\x85"):
+        r = run("append", "LabResultRecorded", "--participant", "S01-001", "--data", json.dumps({name: 1}),
+                "--key", str(keys.path("inv1")))
+        assert r.exit_code == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr
