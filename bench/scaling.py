@@ -128,11 +128,11 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "scaling.md"))
     args = parser.parse_args()
-    bench = json.loads(Path(args.results).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         axis = participant_axis(work, args.axis_events, args.single_participant)
         studies = many_studies(work, args.studies, args.study_events)
+    bench = json.loads(Path(args.results).read_text())  # read last: `make bench` may still be writing it
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     text = TEMPLATE.format(when=when, machine=machine, bench_date=bench["meta"]["date"],
