@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -126,13 +127,19 @@ def main() -> None:
     # participant's events (domain/rules/book.py), so the default stays where a run ends in minutes.
     parser.add_argument("--single-participant", type=int, default=1_000)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--wait", type=int, default=0, help="Seconds to wait for --results to appear.")
     parser.add_argument("--out", default=str(ROOT / "docs" / "scaling.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         axis = participant_axis(work, args.axis_events, args.single_participant)
         studies = many_studies(work, args.studies, args.study_events)
-    bench = json.loads(Path(args.results).read_text())  # read last: `make bench` may still be writing it
+    results = Path(args.results)
+    for _ in range(args.wait):  # read last: a `make bench` running beside this one may still be writing it
+        if results.exists():
+            break
+        time.sleep(1)
+    bench = json.loads(results.read_text())
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     text = TEMPLATE.format(when=when, machine=machine, bench_date=bench["meta"]["date"],
