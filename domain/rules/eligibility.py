@@ -29,21 +29,26 @@ def breaks(check: Check, value: Any) -> bool:
     return (check.min is not None and value < check.min) or (check.max is not None and value > check.max)
 
 
-def enrolment_criteria(h: History) -> Iterator[Deviation]:
+def latest_assessments(h: History, by: Fact) -> Iterator[tuple[Criterion, Fact | None]]:
+    """Each criterion that applies to the participant, with its latest assessment made by ``by``'s clinical time."""
     sex = h.sex()
+    assessments = [a for a in h.of("ScreeningAssessed") if a.occurred <= by.occurred]
+    for criterion in h.protocol.criteria:
+        if applies(criterion, sex):
+            latest = [a for a in assessments if a.data.get("criterion") == criterion.id]
+            yield criterion, latest[-1] if latest else None
+
+
+def enrolment_criteria(h: History) -> Iterator[Deviation]:
     for enrolled in h.of("Enrolled"):
-        assessments = [a for a in h.of("ScreeningAssessed") if a.occurred <= enrolled.occurred]
         missing, failing = [], []
         failing_facts: list[Fact] = []
-        for criterion in h.protocol.criteria:
-            if not applies(criterion, sex):
-                continue
-            latest = [a for a in assessments if a.data.get("criterion") == criterion.id]
-            if not latest:
+        for criterion, latest in latest_assessments(h, enrolled):
+            if latest is None:
                 missing.append(criterion.id)
-            elif failed(criterion, latest[-1]):
+            elif failed(criterion, latest):
                 failing.append(criterion.id)
-                failing_facts.append(latest[-1])
+                failing_facts.append(latest)
         if failing:
             yield h.deviation("enrolled_with_failed_criterion", True, [enrolled, *failing_facts],
                               f"enrolled although {', '.join(failing)} failed at screening")
@@ -101,14 +106,10 @@ def eligibility_incomplete(h: History) -> Iterator[Deviation]:
     """Eligibility confirmed with a criterion unassessed, a required lab missing, or an assessment contradicting its lab."""
     sex = h.sex()
     for confirmed in h.of("EligibilityConfirmed"):
-        assessments = [a for a in h.of("ScreeningAssessed") if a.occurred <= confirmed.occurred]
         labs = [f for f in h.of("LabResultRecorded") if f.occurred <= confirmed.occurred]
         missing, no_lab, contradicted = [], [], []
-        for criterion in h.protocol.criteria:
-            if not applies(criterion, sex):
-                continue
-            latest = [a for a in assessments if a.data.get("criterion") == criterion.id]
-            if not latest:
+        for criterion, latest in latest_assessments(h, confirmed):
+            if latest is None:
                 missing.append(criterion.id)
             for check in criterion.checks:
                 if check.source != "lab" or (check.applies_to_sex is not None and check.applies_to_sex != sex):
@@ -116,8 +117,8 @@ def eligibility_incomplete(h: History) -> Iterator[Deviation]:
                 results = [f for f in labs if f.data.get("analyte") == check.analyte]
                 if not results:
                     no_lab.append(f"{criterion.id} ({check.analyte})")
-                elif latest and _contradicts(latest[-1], results[-1], check, len(criterion.checks) == 1):
-                    contradicted.append(f"{criterion.id} recorded {latest[-1].data.get('value')!r} "
+                elif latest and _contradicts(latest, results[-1], check, len(criterion.checks) == 1):
+                    contradicted.append(f"{criterion.id} recorded {latest.data.get('value')!r} "
                                         f"but {check.analyte} = {results[-1].data.get('value')!r}")
         if missing:
             yield h.deviation("eligibility_incomplete", True, [confirmed],
