@@ -81,12 +81,7 @@ def _check_study_row(head: RegistryHead, record: Record) -> None:
     due = len(head.study) + 1
     if (env.stream, env.position, record.stream_position) != (STUDY_STREAM, due, due):
         raise _refuse(record.position, f"study event {env.position} where {due} was due")
-    try:
-        public = head.registry.authorise(env)
-    except Unauthorised as e:
-        raise _refuse(record.position, f"unauthorised: {e}") from None
-    if not verify_signature(public, record.signature, record.hash):
-        raise _refuse(record.position, "a study row's signature does not verify")
+    _check_signed(head, record, env, "a study row")
     head.registry.observe(env)
     head.study.append(env)
 
@@ -108,14 +103,18 @@ def _walk(store: Store, head: RegistryHead) -> None:
             head.signature_checked = False
         head.position, head.hash, last = record.position, record.hash, record
     if last is not None and not head.signature_checked:
-        env = last.envelope()
-        try:
-            public = head.registry.authorise(env)
-        except Unauthorised as e:
-            raise _refuse(last.position, f"the head is unauthorised: {e}") from None
-        if not verify_signature(public, last.signature, last.hash):
-            raise _refuse(last.position, "the head's signature does not verify")
+        _check_signed(head, last, last.envelope(), "the head")
         head.signature_checked = True
+
+
+def _check_signed(head: RegistryHead, record: Record, env: Envelope, what: str) -> None:
+    """``record`` is authorised by the registry so far and its signature verifies, else refused naming ``what``."""
+    try:
+        public = head.registry.authorise(env)
+    except Unauthorised as e:
+        raise _refuse(record.position, f"{what} is unauthorised: {e}") from None
+    if not verify_signature(public, record.signature, record.hash):
+        raise _refuse(record.position, f"{what}'s signature does not verify")
 
 
 def bound_registry(store: Store, cached: RegistryHead | None = None) -> RegistryHead:
