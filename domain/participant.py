@@ -23,7 +23,7 @@ from ledger.errors import InputRefused
 
 from domain.authority import check_edit
 from domain.datamanagement import SIGNED_STATEMENTS, QueryBook
-from domain.events import CATALOGUE, RECORD_KEEPING, SAFETY_FOLLOW_UP, event_type, validate_payload
+from domain.events import CATALOGUE, RECORD_KEEPING, SAFETY_FOLLOW_UP, TERMINAL, event_type, validate_payload
 from domain.protocol import Protocol
 from domain.timeutil import parse_instant
 
@@ -33,7 +33,6 @@ UNVOIDABLE = ("ParticipantRegistered",)
 AE_EVENTS = ("AdverseEventReported", "AdverseEventUpdated")
 RELATEDNESS_ORDER = ("unrelated", "unlikely", "possible", "probable", "definite")
 DOWNGRADABLE = ("grade", "serious", "relatedness")
-TERMINAL = ("ParticipantWithdrawn", "ParticipantCompleted")
 # What a terminal participant may still receive without a reason: safety follow-up and record keeping.
 AFTER_TERMINAL_FREE = SAFETY_FOLLOW_UP + RECORD_KEEPING
 # A correction may not change what an entry is about: void it and record the right one instead.

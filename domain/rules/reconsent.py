@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from domain.events import TERMINAL
 from domain.rules.consent import PROCEDURES
 from domain.rules.history import Deviation, Fact, History
 
-TERMINAL = ("ParticipantWithdrawn", "ParticipantCompleted")
 
 
 def procedure_without_reconsent(h: History) -> Iterator[Deviation]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from domain.events import RECORD_KEEPING, SAFETY_FOLLOW_UP
+from domain.events import RECORD_KEEPING, SAFETY_FOLLOW_UP, TERMINAL
 from domain.rules.history import Deviation, Fact, History
 
-TERMINAL = ("ParticipantWithdrawn", "ParticipantCompleted")
 FREE_AFTER_TERMINAL = SAFETY_FOLLOW_UP + RECORD_KEEPING
 
 
