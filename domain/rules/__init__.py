@@ -26,52 +26,43 @@ ever raised, open or resolved: that is what the projection and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from domain.protocol import Protocol
 from domain.rules.book import DeviationBook, ProtocolVersion, Tracked, deviation_history
-from domain.rules.consent import (
-    data_after_withdrawal,
-    icf_not_current,
-    procedure_before_consent,
-)
-from domain.rules.dosing import dose_not_allowed, dose_product_checks, dose_schedule
-from domain.rules.edits import edit_that_matters, retrospective_entry
-from domain.rules.eligibility import (
-    eligibility_against_labs,
-    eligibility_incomplete,
-    enrolment_criteria,
-)
+from domain.rules.consent import DATA_AFTER_WITHDRAWAL, ICF_NOT_CURRENT, PROCEDURE_BEFORE_CONSENT
+from domain.rules.dosing import DOSE_NOT_ALLOWED, DOSE_PRODUCT_CHECKS, DOSE_SCHEDULE
+from domain.rules.edits import EDIT_THAT_MATTERS, RETROSPECTIVE_ENTRY
+from domain.rules.eligibility import ELIGIBILITY_AGAINST_LABS, ELIGIBILITY_INCOMPLETE, ENROLMENT_CRITERIA
 from domain.rules.history import Deviation, Entry, History, IcfVersion
-from domain.rules.recorded import recorded_deviations
-from domain.rules.safety import susar_report_overdue
-from domain.rules.reconsent import procedure_without_reconsent
-from domain.rules.terminal import procedure_after_terminal
-from domain.rules.timeliness import late_entry, serious_ae_late
-from domain.rules.visits import visit_outside_window
-
-Rule = Callable[[History], Iterable[Deviation]]
+from domain.rules.reconsent import PROCEDURE_WITHOUT_RECONSENT
+from domain.rules.recorded import RECORDED_DEVIATIONS
+from domain.rules.rule import Rule
+from domain.rules.safety import SUSAR_REPORT_OVERDUE
+from domain.rules.terminal import PROCEDURE_AFTER_TERMINAL
+from domain.rules.timeliness import LATE_ENTRY, SERIOUS_AE_LATE
+from domain.rules.visits import VISIT_OUTSIDE_WINDOW
 
 RULES: tuple[Rule, ...] = (
-    procedure_before_consent,
-    data_after_withdrawal,
-    icf_not_current,
-    enrolment_criteria,
-    eligibility_against_labs,
-    dose_not_allowed,
-    dose_schedule,
-    dose_product_checks,
-    visit_outside_window,
-    late_entry,
-    serious_ae_late,
-    recorded_deviations,
-    eligibility_incomplete,
-    edit_that_matters,
-    retrospective_entry,
-    procedure_after_terminal,
-    susar_report_overdue,
-    procedure_without_reconsent,
+    PROCEDURE_BEFORE_CONSENT,
+    DATA_AFTER_WITHDRAWAL,
+    ICF_NOT_CURRENT,
+    ENROLMENT_CRITERIA,
+    ELIGIBILITY_AGAINST_LABS,
+    DOSE_NOT_ALLOWED,
+    DOSE_SCHEDULE,
+    DOSE_PRODUCT_CHECKS,
+    VISIT_OUTSIDE_WINDOW,
+    LATE_ENTRY,
+    SERIOUS_AE_LATE,
+    RECORDED_DEVIATIONS,
+    ELIGIBILITY_INCOMPLETE,
+    EDIT_THAT_MATTERS,
+    RETROSPECTIVE_ENTRY,
+    PROCEDURE_AFTER_TERMINAL,
+    SUSAR_REPORT_OVERDUE,
+    PROCEDURE_WITHOUT_RECONSENT,
 )
 
 
@@ -79,9 +70,10 @@ def find_deviations(protocol: Protocol, participant: str, entries: Sequence[Entr
                     icf_versions: Sequence[IcfVersion] = (), times: dict[str, Any] | None = None) -> list[Deviation]:
     """Every deviation of the record as it stands now, in a stable order."""
     history = History.build(protocol, participant, entries, icf_versions, times)
-    found = [d for rule in RULES for d in rule(history)]
+    found = [d for rule in RULES for d in rule.judge(history)]
     return sorted(found, key=lambda d: (d.first_position, d.kind, d.event_ids))
 
 
-__all__ = ["RULES", "Deviation", "DeviationBook", "Entry", "History", "IcfVersion", "ProtocolVersion", "Tracked",
+__all__ = ["RULES", "Deviation", "DeviationBook", "Entry", "History", "IcfVersion", "ProtocolVersion", "Rule",
+           "Tracked",
            "deviation_history", "find_deviations"]

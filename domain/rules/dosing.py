@@ -6,16 +6,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from domain.rules.history import Deviation, Fact, History
+from domain.rules.rule import Rule, reads
 
 WITHDRAWALS = ("ConsentWithdrawn", "ParticipantWithdrawn")
 
 
 def dose_not_allowed(h: History) -> Iterator[Deviation]:
     for dose in h.of("InfusionAdministered"):
-        before = [f for f in h.facts if f.occurred <= dose.occurred]
-        enrolled = any(f.type == "Enrolled" for f in before)
-        confirmed = [f for f in before if f.type == "EligibilityConfirmed"]
-        screen_failed = [f for f in before if f.type == "ScreenFailed"]
+        enrolled = any(f.occurred <= dose.occurred for f in h.of("Enrolled"))
+        confirmed = [f for f in h.of("EligibilityConfirmed") if f.occurred <= dose.occurred]
+        screen_failed = [f for f in h.of("ScreenFailed") if f.occurred <= dose.occurred]
         eligible = bool(confirmed) and not (screen_failed and screen_failed[-1].occurred >= confirmed[-1].occurred)
         if not enrolled or not eligible:
             why = "not enrolled" if not enrolled else "not eligible"
@@ -77,3 +77,18 @@ def dose_product_checks(h: History) -> Iterator[Deviation]:
         if dose.data.get("identity_checked") is not True:
             yield h.deviation("identity_not_checked", True, [dose],
                               f"dose {number} given without a recorded identity check")
+
+
+def could_be_missing_dose_evidence(h: History, fact: Fact) -> bool:
+    """A fact dated after the earliest dose window closes may be the first evidence that a dose was missed."""
+    d1 = h.dose1()
+    if d1 is None or not h.protocol.doses:
+        return False
+    first_close = min(spec.day + spec.plus for spec in h.protocol.doses)
+    return fact.day > d1.day + timedelta(days=first_close)
+
+
+DOSE_NOT_ALLOWED = Rule(dose_not_allowed, reads("InfusionAdministered", "Enrolled", "EligibilityConfirmed",
+                                                "ScreenFailed"))
+DOSE_SCHEDULE = Rule(dose_schedule, reads("InfusionAdministered", WITHDRAWALS), again=could_be_missing_dose_evidence)
+DOSE_PRODUCT_CHECKS = Rule(dose_product_checks, reads("InfusionAdministered"))

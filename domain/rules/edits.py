@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from domain.rules.consent import PROCEDURES
 from domain.rules.history import Deviation, Fact, History
+from domain.rules.rule import Rule, reads
 
 PRECEDES = {
     "ConsentSigned": PROCEDURES,
@@ -67,3 +68,9 @@ def retrospective_entry(h: History) -> Iterator[Deviation]:
                                   f"{entry.type} recorded after the {proc.type} it should precede "
                                   f"(claims {entry.occurred.isoformat()})")
                 break
+
+
+# A new procedure comes after every consent, eligibility or enrolment entry in the log, so it cannot make one of
+# them retrospective; an edit's target is looked up among originals, and the book judges afresh on every edit.
+EDIT_THAT_MATTERS = Rule(edit_that_matters, reads("EntryCorrected", "EntryVoided", "EligibilityConfirmed"))
+RETROSPECTIVE_ENTRY = Rule(retrospective_entry, reads(tuple(PRECEDES)))

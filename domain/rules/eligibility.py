@@ -7,6 +7,7 @@ from typing import Any
 
 from domain.protocol import Check, Criterion
 from domain.rules.history import Deviation, Fact, History
+from domain.rules.rule import Rule, reads
 
 
 def applies(criterion: Criterion, sex: str | None) -> bool:
@@ -142,3 +143,17 @@ def _contradicts(assessment: Fact, lab: Fact, check: Check, single: bool) -> boo
     if isinstance(value, (int, float)) and isinstance(lab_value, (int, float)):
         return abs(float(value) - float(lab_value)) > 1e-9
     return isinstance(value, str) and isinstance(lab_value, str) and value != lab_value
+
+
+def lab_before_confirmation(h: History, lab: Fact) -> bool:
+    """Only a lab result dated by an eligibility confirmation can change what that confirmation rested on."""
+    return lab.type == "LabResultRecorded" and any(lab.occurred <= c.occurred for c in h.of("EligibilityConfirmed"))
+
+
+ENROLMENT_CRITERIA = Rule(enrolment_criteria, reads("Enrolled", "ScreeningAssessed", "ParticipantRegistered"))
+ELIGIBILITY_AGAINST_LABS = Rule(eligibility_against_labs,
+                                reads("EligibilityConfirmed", "ParticipantRegistered", "ConsentSigned"),
+                                again=lab_before_confirmation)
+ELIGIBILITY_INCOMPLETE = Rule(eligibility_incomplete,
+                              reads("EligibilityConfirmed", "ScreeningAssessed", "ParticipantRegistered"),
+                              again=lab_before_confirmation)

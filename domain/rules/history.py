@@ -12,9 +12,11 @@ were typed in, so they do not depend on the stream order.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+from collections.abc import Sequence
 
 from ledger.envelope import Envelope
 
@@ -79,6 +81,19 @@ def _time(text: str) -> datetime | None:
     return parse_time(text)
 
 
+def clinical_order(fact: Fact) -> tuple[datetime, int]:
+    """Rules read facts by clinical time; the log position breaks ties, so the order is total."""
+    return fact.occurred, fact.position
+
+
+def _insert(facts: list[Fact], fact: Fact) -> None:
+    """Keep ``facts`` in clinical order; most entries are the latest in clinical time too, so append first."""
+    if not facts or clinical_order(facts[-1]) < clinical_order(fact):
+        facts.append(fact)
+    else:
+        bisect.insort(facts, fact, key=clinical_order)
+
+
 @dataclass
 class History:
     protocol: Protocol
@@ -87,6 +102,7 @@ class History:
     icf_versions: list[IcfVersion] = field(default_factory=list)
     originals: dict[str, Fact] = field(default_factory=dict)
     by_type: dict[str, list[Fact]] = field(default_factory=dict, repr=False)
+    latest_recorded: datetime | None = None
 
     @classmethod
     def build(cls, protocol: Protocol, participant: str, entries: list[Entry] | tuple[Entry, ...] | Any,
@@ -118,23 +134,51 @@ class History:
                 continue
             data = {**env.data, **changes.get(env.event_id, {})}
             facts.append(Fact(env.event_id, env.type, entry.position, occurred, recorded, data))
-        facts.sort(key=lambda f: (f.occurred, f.position))
+        facts.sort(key=clinical_order)
         versions = sorted(icf_versions, key=lambda v: v.position) or [IcfVersion(0, protocol.icf_version)]
-        return cls(protocol, participant, facts, list(versions), originals)
+        by_type: dict[str, list[Fact]] = {}
+        for f in facts:
+            by_type.setdefault(f.type, []).append(f)
+        latest = max((f.recorded for f in facts), default=None)
+        return cls(protocol, participant, facts, list(versions), originals, by_type, latest)
+
+    def add(self, original: Fact, fact: Fact) -> None:
+        """A newly appended entry that no earlier edit targets: what ``build`` would give with it, in O(log n) compares.
+
+        The book (book.py) calls this instead of building the history again,
+        which is what keeps one participant's fold linear in its events.
+        """
+        self.originals[original.event_id] = original
+        _insert(self.facts, fact)
+        _insert(self.by_type.setdefault(fact.type, []), fact)
+        if self.latest_recorded is None or fact.recorded > self.latest_recorded:
+            self.latest_recorded = fact.recorded
 
     # -- views the rules share ---------------------------------------------------------------
 
-    def of(self, *types: str) -> list[Fact]:
-        """Facts of these types in clinical order (indexed once: the book asks this per event)."""
+    def of(self, *types: str) -> Sequence[Fact]:
+        """Facts of these types in clinical order, from the per-type index (never a scan of every fact).
+
+        One type gives the index's own list, read-only: the book asks this
+        several times per appended event, so it must not copy.
+        """
         if not self.by_type and self.facts:
             for f in self.facts:
                 self.by_type.setdefault(f.type, []).append(f)
         if len(types) == 1:
-            return list(self.by_type.get(types[0], ()))
-        return [f for f in self.facts if f.type in types]
+            return self.by_type.get(types[0], ())
+        found = [self.by_type[t] for t in types if t in self.by_type]
+        if len(found) == 1:
+            return found[0]
+        return sorted({id(f): f for facts in found for f in facts}.values(), key=clinical_order)
+
+    def has(self, *types: str) -> bool:
+        """Whether any fact of these types is on record (no list built)."""
+        return any(t in self.by_type for t in types)
 
     def first(self, type_name: str) -> Fact | None:
-        return next((f for f in self.facts if f.type == type_name), None)
+        found = self.of(type_name)
+        return found[0] if found else None
 
     def dose1(self) -> Fact | None:
         return next((f for f in self.of("InfusionAdministered") if f.data.get("dose_number") == 1), None)
@@ -171,6 +215,6 @@ class History:
     def versions_before(self, position: int) -> list[IcfVersion]:
         return [v for v in self.icf_versions if v.position < position]
 
-    def deviation(self, kind: str, important: bool, facts: list[Fact], message: str) -> Deviation:
+    def deviation(self, kind: str, important: bool, facts: Sequence[Fact], message: str) -> Deviation:
         return Deviation(self.participant, kind, important, tuple(f.event_id for f in facts),
                          min(f.position for f in facts), message)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain.rules.history import Deviation, Fact, History
+from domain.rules.rule import Rule, reads
 
 RELATED = ("possible", "probable", "definite")
 
@@ -50,8 +51,17 @@ def susar_report_overdue(h: History) -> Iterator[Deviation]:
         reports = [r for r in h.of("SafetyReportSubmitted") if r.data.get("ae_id") == ae]
         if any(r.occurred <= deadline for r in reports):
             continue
-        evidence = next((f for f in sorted(h.facts, key=lambda f: f.recorded) if f.recorded > deadline), None)
-        if evidence is not None:
+        if h.latest_recorded is not None and h.latest_recorded > deadline:  # the log shows the time has passed
             yield h.deviation("susar_report_overdue", True, [first],
                               f"SUSAR {ae}: no expedited report within {days} days of awareness "
                               f"(due {deadline.isoformat()})")
+
+
+def _after_an_adverse_event(h: History, fact: Fact) -> bool:
+    """Any later entry may be the first to show that an expedited report's time has passed."""
+    return h.has("AdverseEventReported", "AdverseEventUpdated")
+
+
+SUSAR_REPORT_OVERDUE = Rule(susar_report_overdue, reads("AdverseEventReported", "AdverseEventUpdated",
+                                                         "SafetyReportSubmitted"),
+                            again=_after_an_adverse_event)

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from domain.events import RECORD_KEEPING, SAFETY_FOLLOW_UP, TERMINAL
 from domain.rules.history import Deviation, Fact, History
+from domain.rules.rule import Rule, reads
 
 FREE_AFTER_TERMINAL = SAFETY_FOLLOW_UP + RECORD_KEEPING
 
@@ -40,10 +41,27 @@ def procedure_after_terminal(h: History) -> Iterator[Deviation]:
     terminal = terminal_fact(h)
     if terminal is None:
         return
-    what, when, fact = terminal
     for f in h.facts:
-        if f is fact or f.type in FREE_AFTER_TERMINAL or f.type == "ParticipantRegistered" or f.occurred < when:
-            continue
-        yield h.deviation("procedure_after_terminal", True, [f],
-                          f"{f.type} at {f.occurred.isoformat()} after the participant was {what} "
-                          f"({when.isoformat()})")
+        yield from _after(terminal, h, f)
+
+
+def _after(terminal: tuple[str, datetime, Fact], h: History, f: Fact) -> Iterator[Deviation]:
+    what, when, fact = terminal
+    if f is fact or f.type in FREE_AFTER_TERMINAL or f.type == "ParticipantRegistered" or f.occurred < when:
+        return
+    yield h.deviation("procedure_after_terminal", True, [f],
+                      f"{f.type} at {f.occurred.isoformat()} after the participant was {what} "
+                      f"({when.isoformat()})")
+
+
+def _procedure_after_terminal_each(h: History, f: Fact) -> Iterator[Deviation]:
+    if not h.has(*TERMINAL, "AdverseEventReported", "AdverseEventUpdated"):
+        return
+    terminal = terminal_fact(h)
+    if terminal is not None:
+        yield from _after(terminal, h, f)
+
+
+PROCEDURE_AFTER_TERMINAL = Rule(procedure_after_terminal, reads(TERMINAL, "AdverseEventReported",
+                                                                "AdverseEventUpdated"),
+                                each=_procedure_after_terminal_each)

@@ -5,18 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-from domain.rules.history import Deviation, History
+from domain.rules.history import Deviation, Fact, History
+from domain.rules.rule import Rule, reads
 from domain.timeutil import parse_time
 
 
 def late_entry(h: History) -> Iterator[Deviation]:
-    limit = timedelta(hours=h.protocol.late_entry_hours)
     for f in h.facts:
-        lag = f.recorded - f.occurred
-        if lag > limit:
-            yield h.deviation("late_entry", False, [f],
-                              f"{f.type} entered {lag.total_seconds() / 3600:.1f} h after it occurred "
-                              f"(limit {h.protocol.late_entry_hours:g} h)")
+        yield from _late(h, f)
+
+
+def _late(h: History, f: Fact) -> Iterator[Deviation]:
+    lag = f.recorded - f.occurred
+    if lag > timedelta(hours=h.protocol.late_entry_hours):
+        yield h.deviation("late_entry", False, [f],
+                          f"{f.type} entered {lag.total_seconds() / 3600:.1f} h after it occurred "
+                          f"(limit {h.protocol.late_entry_hours:g} h)")
 
 
 def serious_ae_late(h: History) -> Iterator[Deviation]:
@@ -30,3 +34,7 @@ def serious_ae_late(h: History) -> Iterator[Deviation]:
             yield h.deviation("serious_ae_late", True, [f],
                               f"serious AE {f.data.get('ae_id')} entered {lag.total_seconds() / 3600:.1f} h "
                               f"after awareness (limit {h.protocol.sae_report_hours:g} h)")
+
+
+LATE_ENTRY = Rule(late_entry, each=_late)
+SERIOUS_AE_LATE = Rule(serious_ae_late, reads("AdverseEventReported", "AdverseEventUpdated"))

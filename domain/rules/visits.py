@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from domain.rules.history import Deviation, History
+from domain.rules.rule import Rule, reads
 
 
 def visit_outside_window(h: History) -> Iterator[Deviation]:
@@ -20,3 +21,6 @@ def visit_outside_window(h: History) -> Iterator[Deviation]:
             yield h.deviation("visit_outside_window", False, [visit],
                               f"visit {spec.id} on study day {day}, outside its window "
                               f"(days {spec.day - spec.minus} to {spec.day + spec.plus})")
+
+
+VISIT_OUTSIDE_WINDOW = Rule(visit_outside_window, reads("VisitCompleted", "InfusionAdministered"))
