@@ -36,7 +36,7 @@ scaling: $(STAMP)
 
 # Fuzzing at full volume (minutes, not hours): the fuzz tests of `make test`, with their full counts.
 FUZZ_TESTS := tests/test_tamper_fuzz.py tests/test_tamper_fuzz_pg.py tests/test_hostile.py tests/test_witness_fuzz.py \
-              tests/test_verified_fuzz.py
+              tests/test_verified_fuzz.py tests/test_incremental_book.py
 fuzz: $(STAMP)
 	TRIAL_LEDGER_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(FUZZ_TESTS)
 

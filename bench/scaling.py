@@ -5,8 +5,8 @@ Three axes, each measured here, on this machine, in this run:
 1. Ledger size. The per-size figures of `make bench` (bench/results.json: 10k, 100k and 1M events on
    SQLite, PostgreSQL as far as it was run) fitted to t = a·n^b between the smallest and largest size,
    then extrapolated to 10M events.
-2. Events per participant. Ledgers of the same size, with 50 and with 2,000 events per participant,
-   and one participant with 10,000 events: rebuild, verify, `show` and an append to that participant.
+2. Events per participant. Ledgers of the same size, with 50 and with 500 events per participant,
+   and one participant with 1,000 and with 10,000 events: rebuild, verify, `show` and an append to that participant.
 3. Many studies on one PostgreSQL server, one schema per study: 8 studies importing at once, then
    appending at once; total throughput and per-study append latency.
 

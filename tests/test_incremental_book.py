@@ -25,6 +25,7 @@ from domain.rules import DeviationBook, Entry, ProtocolVersion, Tracked
 from domain.rules.book import Key, judge
 from ledger.envelope import Envelope
 from tests.builders import DAY0
+from tests.fuzzing import scaled, tried
 
 PROTOCOL = load_protocol(bundled_protocol_path())
 GENESIS = ProtocolVersion(1, datetime(2010, 1, 1, tzinfo=UTC), PROTOCOL, PROTOCOL.icf_version, "genesis", "admin")
@@ -165,11 +166,12 @@ def replay(book: DeviationBook | ReferenceBook, script: list[Entry | ProtocolVer
     return [t.as_dict() for t in book.tracked]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(150, 2000), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps())
 def test_incremental_book_equals_judging_every_prefix(generated: tuple[list[ProtocolVersion],
                                                                        list[Entry | ProtocolVersion]]) -> None:
     versions, script = generated
+    tried("incremental deviation book histories")
     expected = replay(ReferenceBook("S01-001", versions), script)
     assert replay(DeviationBook("S01-001", versions), script) == expected
 
