@@ -12,7 +12,6 @@ from domain.events import CATALOGUE, MEANINGS, json_schema
 from domain.identifiers import check_user_id
 from domain.input_limits import reject_constant
 from domain.protocol import load_protocol
-from domain.importer import import_file
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
 from domain.text_guard import refuse_nul
@@ -21,13 +20,10 @@ from ledger import security_log
 from ledger.errors import InputRefused
 from ledger.keys import generate, read_public, write_key_pair
 from ledger.verdict import judge
-from ledger.signed_log import import_signed_log, is_signed_log
 from ledger.snapshot import read_once
-from ledger.verify_log import verify_log
 
-from projections.verified import open_verified
 
-from cli import datamanagement, demo, documents, exports, keys, package, proofs, read, witness, witnessing
+from cli import witnessing
 from cli.refusals import note_attempt
 from cli.options import (
     LedgerGroup,
@@ -140,6 +136,8 @@ def signer_revoke(ctx: click.Context, user_id: str, reason: str, key: Path, pass
 @click.pass_context
 def signer_list(ctx: click.Context) -> None:
     """Every signer with role, key id, registration and revocation."""
+    from projections.verified import open_verified
+
     registry = open_verified(open_store(ctx)).registry()  # signers as the verified log states them
     rows = [
         {"user_id": s.user_id, "name": s.name, "role": s.role, "key_id": s.key_id,
@@ -206,6 +204,9 @@ def append(ctx: click.Context, type_name: str, participant: str | None, data_tex
 @click.pass_context
 def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: Path | None) -> None:
     """Append a JSON Lines file, all or nothing; or migrate an exported signed log into an empty ledger."""
+    from domain.importer import import_file
+    from ledger.signed_log import import_signed_log, is_signed_log
+
     with read_once(file) as data:  # read exactly once: what is checked is what is written
         if is_signed_log(data):
             n = import_signed_log(data, SignerRegistry(), lambda: open_store(ctx, create=True))
@@ -232,6 +233,9 @@ def import_(ctx: click.Context, file: Path, key: Path | None, passphrase_file: P
 def verify(ctx: click.Context, jobs: int | None, expect_root: str | None, checkpoint_file: Path | None,
            since_checkpoint: bool, witness_keys: tuple[str, ...], quorum: int | None) -> None:
     """Check every hash link, signature and authorisation in the log."""
+    from cli import proofs
+    from ledger.verify_log import verify_log
+
     if since_checkpoint and checkpoint_file is None:
         raise click.UsageError("--since-checkpoint needs --checkpoint FILE")
     if (witness_keys or quorum is not None) and checkpoint_file is None:
@@ -297,9 +301,18 @@ def schema(type_name: str | None) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-for _command in (*read.COMMANDS, *proofs.COMMANDS, *exports.COMMANDS, *documents.COMMANDS, *witness.COMMANDS,
-                 *package.COMMANDS, demo.demo, keys.key, *datamanagement.COMMANDS):
-    cli.add_command(_command)
+# Every other command lives in its own module, imported when the command is named (LedgerGroup.lazy).
+cli.lazy = {
+    **dict.fromkeys(("show", "participants", "audit", "deviations", "summary", "rebuild"), "cli.read"),
+    **dict.fromkeys(("checkpoint", "prove", "verify-proof"), "cli.proofs"),
+    **dict.fromkeys(("export", "report"), "cli.exports"),
+    **dict.fromkeys(("document", "amend"), "cli.documents"),
+    "witness": "cli.witness",
+    "verify-package": "cli.package",
+    "demo": "cli.demo:demo",
+    "key": "cli.keys:key",
+    **dict.fromkeys(("queries", "sdv", "signoff", "verify-source", "security-log"), "cli.datamanagement"),
+}
 
 
 def main() -> None:

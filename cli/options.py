@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -13,9 +14,11 @@ from typing import Any
 import click
 
 from ledger.errors import InputRefused, LedgerError, UsageProblem
+from ledger.keyfile import MAX_FILE_BYTES
 from ledger.keys import Signer, is_legacy_key_file, is_world_readable, read_private
 from ledger.store import Store
 
+from cli import prefetch
 from cli.refusals import note_key, record_refusal
 from cli.text import one_line
 
@@ -43,12 +46,37 @@ def accept_json(command: click.Command) -> None:
             accept_json(sub)
 
 
+def _load_command(spec: str, name: str) -> click.Command:
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    command = getattr(module, attr) if attr else next((c for c in module.COMMANDS if c.name == name), None)
+    if not isinstance(command, click.Command) or command.name != name:
+        raise RuntimeError(f"internal: {spec} does not define the command {name!r}")
+    return command
+
+
 class LedgerGroup(click.Group):
     """Maps every library error to its one-line message and exit code (SPEC §6).
 
     Every command it resolves accepts ``--json`` after the command too, so a
     command registered from any module gets it without doing anything.
     """
+
+    # Commands imported only when named (``name -> "module"`` whose COMMANDS holds it, or ``"module:attr"``):
+    # importing every command's module cost `append` ~0.3 s of start-up for commands it never runs.
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, str] = {}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.lazy:
+            command = _load_command(self.lazy[cmd_name], cmd_name)
+            self.add_command(command)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def resolve_command(self, ctx: click.Context,
                         args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
@@ -123,9 +151,21 @@ def load_signer(key: Path, passphrase_file: Path | None) -> Signer:
         click.echo(f"warning: key file {key} is legacy PKCS#12, whose passphrase can be guessed cheaply; "
                    f"run `trial-ledger key rewrap {key}`", err=True)
     note_key(key)
-    signer = read_private(key, passphrase(passphrase_file))
+    phrase = passphrase(passphrase_file)
+    signer = _prefetched(key, phrase) or read_private(key, phrase)
     note_key(key, signer.key_id)
     return signer
+
+
+def _prefetched(key: Path, phrase: str) -> Signer | None:
+    """The key derived while the CLI imported (``cli.prefetch``), if it was derived from these very inputs."""
+    try:
+        with key.open("rb") as f:
+            blob = f.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return None  # read_private names the problem
+    signer = prefetch.take(key, phrase, blob)
+    return signer if isinstance(signer, Signer) else None
 
 
 @contextmanager

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from domain.cosigning import Collection, collect
 from domain.signers import STUDY_STREAM
 from domain.witnesses import WitnessSet
 from ledger import cosignature
@@ -20,9 +19,14 @@ from ledger.verify import Report
 from ledger.witnessed import check_records, iso, witnessed_checkpoints
 from projections.witnessed import stored_notes
 
+if TYPE_CHECKING:  # domain.cosigning is imported by the commands that collect cosignatures, not by every command
+    from domain.cosigning import Collection
+
 
 def collect_for(store: Store, tree: MerkleLog, note: str) -> Collection | None:
     """Ask the log's registered witnesses to cosign ``note``; None when the log has no witnesses."""
+    from domain.cosigning import collect
+
     witnesses = WitnessSet.replay(store.stream(STUDY_STREAM))
     if not witnesses.witnesses:
         return None

@@ -19,3 +19,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON :schema.merkle_leaves, :schema.merkle_no
 -- `init` creates it; for a ledger initialised through the library, create it as owner first
 -- (ledger.security_log.ensure). The sequence behind its id is covered by the grant on sequences above.
 GRANT SELECT, INSERT ON :schema.security_log TO :role;
+-- Writer heads (domain/registry_check.py): signed statements a writer adds after each append, so the next
+-- writer checks the registry from there instead of re-reading the log. `init` creates the table; an edited or
+-- deleted row is ignored or only lengthens that check, so SELECT and INSERT suffice.
+GRANT SELECT, INSERT ON :schema.writer_heads TO :role;

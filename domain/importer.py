@@ -21,6 +21,7 @@ from ledger.snapshot import Source, opened
 
 from domain.input_limits import reject_constant
 from domain.service import Command, Decider, Trial
+from domain.signers import STUDY_STREAM
 
 LINE_FIELDS = {"type", "participant", "data", "occurred_at", "meaning", "reason", "event_id"}
 MAX_LINE_BYTES = 1 << 20
@@ -86,11 +87,23 @@ def import_file(trial: Trial, path: Source, signer: Signer,
                 tick: Callable[[int], None] | None = None, name: str | None = None) -> int:
     """Check and append the whole file in one transaction; returns the number of events."""
 
+    last: list[Envelope] = []
+    study: list[Envelope] = []
+    study_added = 0
+
     def batches() -> Iterator[list[Envelope]]:
+        nonlocal study_added
         # Built inside the write lock, so the signer registry cannot change under us.
-        yield from _decided(trial.decider(signer, track_event_ids=True), read_commands(path), tick)
+        for batch in _decided(trial.decider(signer, track_event_ids=True), read_commands(path), tick):
+            last[:] = batch[-1:]
+            for env in batch:
+                if env.stream == STUDY_STREAM:
+                    study_added += 1
+                    study[:] = [env]
+            yield batch
 
     count = trial.store.append_stream(batches(), signer)
     if count == 0:
         raise InputRefused(f"{name or path}: no events to import")
+    trial.attest(signer, last, study_added=study_added, last_study=study[0] if study else None)
     return count

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +32,7 @@ from domain.authority import check_meaning, default_meaning
 from domain.identifiers import canonical_event_id
 from domain.participant import Actor, Participant, check_participant_id
 from domain.protocol import Protocol, parse_protocol
-from domain.registry_check import RegistryHead, bound_registry
+from domain.registry_check import RegistryHead, attest, bound_registry, ensure_heads
 from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
 from domain import witnesses
 from domain.signers import STUDY_STREAM, SignerRegistry, role_may_sign
@@ -153,6 +153,7 @@ class Trial:
             meaning="authorship", reason=None, data=validate_payload("StudyInitialised", data),
         )
         self._save([env], signer)
+        ensure_heads(self.store)  # the writer heads (domain.registry_check) live beside the log from the start
         return env
 
     def append(self, command: Command, signer: Signer) -> Envelope:
@@ -161,18 +162,37 @@ class Trial:
             env = self.decide([command], signer)[0]
             try:
                 self._save([env], signer)
-                return env
             except PositionTaken:
                 self._refuse_duplicate_id(env.event_id if command.event_id is not None else None)
                 # Full jitter, so two tight writers do not collide in step forever.
                 time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
+                continue
+            self.attest(signer, [env])
+            return env
         raise StoreBusy(f"gave up after {MAX_ATTEMPTS} attempts: other writers kept taking the same position")
 
     def append_batch(self, commands: list[Command], signer: Signer) -> list[Envelope]:
         """Decide and append several commands by one signer in one transaction (no retry)."""
         envelopes = self.decide(commands, signer)
         self._save(envelopes, signer)
+        self.attest(signer, envelopes)
         return envelopes
+
+    def attest(self, signer: Signer, envelopes: Sequence[Envelope], *, study_added: int | None = None,
+               last_study: Envelope | None = None) -> None:
+        """Sign a writer head for what was just appended onto the head this Trial verified
+        (``domain.registry_check``: the next writer's check then starts there, not at the newest study row).
+
+        ``envelopes`` ends with the last event appended; an import, which does not keep every event, passes
+        only that one with ``study_added`` (how many study events it appended) and ``last_study``.
+        """
+        if self._registry_head is None or not envelopes:
+            return
+        if study_added is None:
+            study = [e for e in envelopes if e.stream == STUDY_STREAM]
+            study_added, last_study = len(study), (study[-1] if study else None)
+        attest(self.store, signer, self._registry_head, envelopes[-1].event_id, study_added,
+               last_study.event_id if last_study is not None else None)
 
     def decide(self, commands: list[Command], signer: Signer) -> list[Envelope]:
         """Turn commands into envelopes, refusing the first one that may not be written."""

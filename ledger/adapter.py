@@ -27,6 +27,7 @@ in (eventsourcing's ``Application`` would merge ``os.environ`` and read
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -34,7 +35,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 from eventsourcing.persistence import (
     InfrastructureFactory,
     IntegrityError,
@@ -43,10 +43,8 @@ from eventsourcing.persistence import (
     StoredEvent,
     Tracking,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Identifier
 
 from ledger.chain import GENESIS_PREV_HASH
 from ledger.envelope import Envelope
@@ -69,6 +67,15 @@ HOOKS = (
 )
 
 
+def __getattr__(name: str) -> Any:
+    """The PostgreSQL recorder and factory, imported on first use (psycopg costs SQLite ledgers start-up)."""
+    if name == "ChainedPostgresApplicationRecorder":
+        return _postgres()[0]
+    if name == "ChainedPostgresFactory":
+        return _postgres()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _require_sealer(kwargs: dict[str, Any]) -> Sealer:
     sealer = kwargs.get("sealer")
     if not isinstance(sealer, Sealer):
@@ -76,7 +83,7 @@ def _require_sealer(kwargs: dict[str, Any]) -> Sealer:
     return sealer
 
 
-def _stored(rows: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[tuple[Any, ...]]:
+def stored_values(rows: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[tuple[Any, ...]]:
     """Insert values in :data:`EVENT_COLUMNS` order."""
     return [(s.originator_id, s.originator_version, s.topic, s.state,
              seal.event_id, seal.prev_hash, seal.hash, seal.signature, seal.key_id)
@@ -132,87 +139,100 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     def insert_sealed(self, c: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
         ids = []
-        for values in _stored(stored_events, seals):
+        for values in stored_values(stored_events, seals):
             c.execute(self.insert_events_statement, values)
             ids.append(c.lastrowid)
         return ids
 
 
-class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    def __init__(self, datastore: Any, *, events_table_name: str = EVENTS_TABLE):
-        super().__init__(datastore, events_table_name=events_table_name)
-        schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        self.sql_create_statements[self.create_table_statement_index] = SQL(
-            "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-            "originator_id text NOT NULL, originator_version bigint NOT NULL, "
-            "topic text, state bytea, notification_id bigserial, "
-            "event_id text NOT NULL, prev_hash bytea NOT NULL, hash bytea NOT NULL, "
-            "signature bytea NOT NULL, key_id text NOT NULL, "
-            "PRIMARY KEY (originator_id, originator_version))"
-        ).format(schema=schema, table=table)
-        self.sql_create_statements.append(
-            SQL("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {schema}.{table} (event_id)").format(
-                index=Identifier(f"{self.events_table_name}_event_id_idx"), schema=schema, table=table
+@functools.cache
+def _postgres() -> tuple[type[Any], type[InfrastructureFactory[Any]]]:
+    """The PostgreSQL recorder and factory, defined on first use.
+
+    psycopg and eventsourcing's PostgreSQL module cost ~100 ms of start-up,
+    which an SQLite ledger (every ``append`` a user runs) should not pay.
+    """
+    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+    from psycopg.sql import SQL, Identifier
+
+    class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+        def __init__(self, datastore: Any, *, events_table_name: str = EVENTS_TABLE):
+            super().__init__(datastore, events_table_name=events_table_name)
+            schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
+            self.sql_create_statements[self.create_table_statement_index] = SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "originator_id text NOT NULL, originator_version bigint NOT NULL, "
+                "topic text, state bytea, notification_id bigserial, "
+                "event_id text NOT NULL, prev_hash bytea NOT NULL, hash bytea NOT NULL, "
+                "signature bytea NOT NULL, key_id text NOT NULL, "
+                "PRIMARY KEY (originator_id, originator_version))"
+            ).format(schema=schema, table=table)
+            self.sql_create_statements.append(
+                SQL("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {schema}.{table} (event_id)").format(
+                    index=Identifier(f"{self.events_table_name}_event_id_idx"), schema=schema, table=table
+                )
             )
-        )
-        guard = Identifier(f"{self.events_table_name}_append_only")
-        self.sql_create_statements.append(SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{guard}() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$"
-        ).format(schema=schema, guard=guard))
-        for name, when in (("no_update_delete", "BEFORE UPDATE OR DELETE ON {schema}.{table} FOR EACH ROW"),
-                           ("no_truncate", "BEFORE TRUNCATE ON {schema}.{table} FOR EACH STATEMENT")):
+            guard = Identifier(f"{self.events_table_name}_append_only")
             self.sql_create_statements.append(SQL(
-                "CREATE OR REPLACE TRIGGER {trigger} " + when + " EXECUTE FUNCTION {schema}.{guard}()"
-            ).format(trigger=Identifier(f"{self.events_table_name}_{name}"), schema=schema, table=table,
-                     guard=guard))
-        columns = SQL(", ").join(Identifier(c) for c in EVENT_COLUMNS)
-        types = ("text", "bigint", "text", "bytea", "text", "bytea", "bytea", "bytea", "text")
-        self.insert_events_statement = SQL(
-            "INSERT INTO {schema}.{table} ({columns}) SELECT * FROM unnest(" +
-            ", ".join(f"%s::{t}[]" for t in types) + ") RETURNING notification_id"
-        ).format(schema=schema, table=table, columns=columns)
-        self.select_head_statement = SQL(
-            "SELECT hash FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
-        ).format(schema=schema, table=table)
-        self.select_head_state_statement = SQL(
-            "SELECT state FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
-        ).format(schema=schema, table=table)
+                "CREATE OR REPLACE FUNCTION {schema}.{guard}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END; $$"
+            ).format(schema=schema, guard=guard))
+            for name, when in (("no_update_delete", "BEFORE UPDATE OR DELETE ON {schema}.{table} FOR EACH ROW"),
+                               ("no_truncate", "BEFORE TRUNCATE ON {schema}.{table} FOR EACH STATEMENT")):
+                self.sql_create_statements.append(SQL(
+                    "CREATE OR REPLACE TRIGGER {trigger} " + when + " EXECUTE FUNCTION {schema}.{guard}()"
+                ).format(trigger=Identifier(f"{self.events_table_name}_{name}"), schema=schema, table=table,
+                         guard=guard))
+            columns = SQL(", ").join(Identifier(c) for c in EVENT_COLUMNS)
+            types = ("text", "bigint", "text", "bytea", "text", "bytea", "bytea", "bytea", "text")
+            self.insert_events_statement = SQL(
+                "INSERT INTO {schema}.{table} ({columns}) SELECT * FROM unnest(" +
+                ", ".join(f"%s::{t}[]" for t in types) + ") RETURNING notification_id"
+            ).format(schema=schema, table=table, columns=columns)
+            self.select_head_statement = SQL(
+                "SELECT hash FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
+            ).format(schema=schema, table=table)
+            self.select_head_state_statement = SQL(
+                "SELECT state FROM {schema}.{table} ORDER BY notification_id DESC LIMIT 1"
+            ).format(schema=schema, table=table)
 
-    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        sealer = _require_sealer(kwargs)
-        self.lock(curs)
-        self._notify_channel(curs)
-        self.insert_sealed(curs, stored_events, sealer.seal(self.read_head(curs), stored_events,
-                                                            self.read_head_state(curs)))
+        def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+            sealer = _require_sealer(kwargs)
+            self.lock(curs)
+            self._notify_channel(curs)
+            self.insert_sealed(curs, stored_events, sealer.seal(self.read_head(curs), stored_events,
+                                                                self.read_head_state(curs)))
 
-    def lock(self, curs: Any) -> None:
-        self._lock_table(curs)
+        def lock(self, curs: Any) -> None:
+            self._lock_table(curs)
 
-    def read_head(self, curs: Any) -> bytes:
-        curs.execute(self.select_head_statement)
-        row = curs.fetchone()
-        return bytes(row["hash"]) if row else GENESIS_PREV_HASH
+        def read_head(self, curs: Any) -> bytes:
+            curs.execute(self.select_head_statement)
+            row = curs.fetchone()
+            return bytes(row["hash"]) if row else GENESIS_PREV_HASH
 
-    def read_head_state(self, curs: Any) -> bytes | None:
-        """The head row's stored bytes: the sealer checks its recorded_at (ledger/clock.py)."""
-        curs.execute(self.select_head_state_statement)
-        row = curs.fetchone()
-        return bytes(row["state"]) if row else None
+        def read_head_state(self, curs: Any) -> bytes | None:
+            """The head row's stored bytes: the sealer checks its recorded_at (ledger/clock.py)."""
+            curs.execute(self.select_head_state_statement)
+            row = curs.fetchone()
+            return bytes(row["state"]) if row else None
 
-    def insert_sealed(self, curs: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
-        """Insert with RETURNING; the library's caller fetches the ids."""
-        columns = list(zip(*_stored(stored_events, seals), strict=True))
-        curs.execute(self.insert_events_statement, [list(col) for col in columns])
-        return []
+        def insert_sealed(self, curs: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
+            """Insert with RETURNING; the library's caller fetches the ids."""
+            columns = list(zip(*stored_values(stored_events, seals), strict=True))
+            curs.execute(self.insert_events_statement, [list(col) for col in columns])
+            return []
+
+
+
+    class ChainedPostgresFactory(PostgresFactory):
+        application_recorder_class = ChainedPostgresApplicationRecorder
+
+    return ChainedPostgresApplicationRecorder, ChainedPostgresFactory
 
 
 class ChainedSQLiteFactory(SQLiteFactory):
     application_recorder_class = ChainedSQLiteApplicationRecorder
-
-
-class ChainedPostgresFactory(PostgresFactory):
-    application_recorder_class = ChainedPostgresApplicationRecorder
 
 
 def settings(location: Location, *, create_table: bool) -> dict[str, str]:
@@ -248,6 +268,8 @@ def log_exists(location: Location) -> bool:
                 return row is not None
         except sqlite3.Error:
             return False
+    import psycopg  # only for a PostgreSQL ledger: ~100 ms of start-up that SQLite does not pay
+
     try:
         with psycopg.connect(**location.connect_kwargs()) as conn:  # type: ignore[arg-type]
             row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
@@ -260,6 +282,9 @@ def log_exists(location: Location) -> bool:
 def ensure_schema(location: Location) -> None:
     if location.schema == "public":
         return
+    import psycopg
+    from psycopg.sql import SQL, Identifier
+
     try:
         with psycopg.connect(**location.connect_kwargs(), autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(location.schema)))
@@ -282,10 +307,12 @@ class Backend:
         if not exists and location.postgres:
             ensure_schema(location)
         env = Environment(APP_NAME, settings(location, create_table=not exists))
-        factory_class = ChainedPostgresFactory if location.postgres else ChainedSQLiteFactory
+        factory_class: type[InfrastructureFactory[Any]] = ChainedSQLiteFactory
+        if location.postgres:
+            factory_class = _postgres()[1]
         self.factory, recorder = self._open(factory_class, env)
-        assert isinstance(recorder, (ChainedSQLiteApplicationRecorder, ChainedPostgresApplicationRecorder))
-        self.recorder = recorder
+        # Either recorder (the PostgreSQL one is defined on first use, so the union is not spelled out).
+        self.recorder: Any = recorder
         self._tracking: Any = None
 
     def _open(self, factory_class: type[InfrastructureFactory[Any]],
@@ -350,7 +377,7 @@ class Backend:
 
     def lock_log(self, c: Any) -> None:
         """Take the append lock inside a write transaction (SQLite already holds it)."""
-        if isinstance(self.recorder, ChainedPostgresApplicationRecorder):
+        if self.location.postgres:
             self.recorder.lock(c)
 
     # -- the events table ---------------------------------------------------------------------
@@ -363,10 +390,12 @@ class Backend:
         return list(ids or [])
 
     def read_head(self, c: Any) -> bytes:
-        return self.recorder.read_head(c)
+        head: bytes = self.recorder.read_head(c)
+        return head
 
     def read_head_state(self, c: Any) -> bytes | None:
-        return self.recorder.read_head_state(c)
+        state: bytes | None = self.recorder.read_head_state(c)
+        return state
 
     def insert_sealed(self, c: Any, stored: Sequence[StoredEvent], seals: Sequence[Seal]) -> None:
         self.recorder.insert_sealed(c, stored, seals)

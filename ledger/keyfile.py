@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ledger.canonical import canonical_bytes
 from ledger.errors import KeyFileError
@@ -127,6 +127,9 @@ def open_sealed(blob: bytes, passphrase: str, where: str) -> Ed25519PrivateKey:
 
 def open_legacy(blob: bytes, passphrase: str, where: str) -> Ed25519PrivateKey:
     """A PKCS#12 key file from an earlier release (its MAC makes guessing cheap: rewrap it)."""
+    # Imported here: pkcs12 pulls in x509 (~30-70 ms), which no current key file needs.
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     try:
         key, _cert, _cas = pkcs12.load_key_and_certificates(blob, passphrase.encode())
     except ValueError:

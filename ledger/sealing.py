@@ -43,6 +43,7 @@ class Sealer:
     def __init__(self, signer: Signer, envelopes: Sequence[Envelope]):
         self.signer = signer
         self.envelopes = envelopes
+        self.span: tuple[bytes, bytes] | None = None  # (head chained onto, last hash) once chained
 
     def seal(self, head: bytes, stored: Sequence[Stored], head_state: bytes | None = None) -> list[Seal]:
         links = self.chain(head, stored, head_state)
@@ -64,6 +65,8 @@ class Sealer:
             digest = link_hash(event.state, prev)
             links.append((prev, digest))
             prev = digest
+        if links:
+            self.span = (head, prev)
         return links
 
     def seals(self, links: Sequence[tuple[bytes, bytes]], signatures: Sequence[bytes]) -> list[Seal]:

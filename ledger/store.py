@@ -38,6 +38,8 @@ class Store:
         self.backend = Backend(self.location, create=create)
         self.dialect = Dialect(postgres=self.location.postgres, schema=self.location.schema)
         self.table_name = EVENTS_TABLE
+        # (head hash the last append chained onto, hash of its last row): lets the writer attest what it wrote.
+        self.last_sealed: tuple[bytes, bytes] | None = None
 
     def close(self) -> None:
         self.backend.close()
@@ -53,7 +55,11 @@ class Store:
         """
         if not envelopes:
             return []
-        return self.backend.save(envelopes, Sealer(signer, envelopes))
+        self.last_sealed = None
+        sealer = Sealer(signer, envelopes)
+        positions = self.backend.save(envelopes, sealer)
+        self.last_sealed = sealer.span
+        return positions
 
     def append_stream(self, batches: Iterable[Sequence[Envelope]], signer: Signer) -> int:
         """Append batch after batch in ONE write transaction: all or nothing, one batch in memory.
@@ -63,10 +69,12 @@ class Store:
         """
         backend = self.backend
         count = 0
+        self.last_sealed = None
         pending: tuple[list[Any], Sealer, list[tuple[bytes, bytes]], Callable[[], list[bytes]]] | None = None
         with SigningPool(signer) as signing, backend.transaction(write=True, conflict=PositionTaken) as c:
             backend.lock_log(c)
             head, head_state = backend.read_head(c), backend.read_head_state(c)
+            first = head
             # Batch k is chained here and signed by a worker while the loop pulls
             # (decides) batch k+1; it is inserted once its signatures are back.
             for batch in batches:
@@ -83,6 +91,8 @@ class Store:
                 count += len(batch)
             if pending is not None:
                 self._insert_pending(c, pending)
+        if count:
+            self.last_sealed = (first, head)
         return count
 
     def _insert_pending(self, c: Any, pending: tuple[list[Any], Sealer, list[tuple[bytes, bytes]],
