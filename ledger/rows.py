@@ -34,7 +34,8 @@ def record(row: Any) -> Record:
     return damaged_record(row)
 
 
-def _bytes(v: Any) -> bytes:
+def as_bytes(v: Any) -> bytes:
+    """A binary column as bytes, whatever a damaged row holds there."""
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v)
     if isinstance(v, str):
@@ -63,9 +64,9 @@ def damaged_record(row: Any) -> Record:
         stream_position=_int(row["originator_version"]),
         type=_text(row["topic"]),
         event_id=_text(row["event_id"]),
-        state=_bytes(row["state"]),
-        prev_hash=_bytes(row["prev_hash"]),
-        hash=_bytes(row["hash"]),
-        signature=_bytes(row["signature"]),
+        state=as_bytes(row["state"]),
+        prev_hash=as_bytes(row["prev_hash"]),
+        hash=as_bytes(row["hash"]),
+        signature=as_bytes(row["signature"]),
         key_id=_text(row["key_id"]),
     )

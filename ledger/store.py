@@ -18,7 +18,7 @@ from ledger.envelope import Envelope, Record
 from ledger.errors import PositionTaken
 from ledger.keys import Signer
 from ledger.location import Location, is_postgres
-from ledger.rows import EVENT_COLUMNS, EVENTS_TABLE, record, record_values
+from ledger.rows import EVENT_COLUMNS, EVENTS_TABLE, as_bytes, record, record_values
 from ledger.sealing import Sealer
 from ledger.signing_pool import SigningPool
 
@@ -148,6 +148,13 @@ class Store:
     def page(self, after: int, limit: int) -> list[Record]:
         """The next ``limit`` rows after global position ``after``."""
         return self._select_records(after, limit, None)
+
+    def hashes(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(position, stored hash) of the next ``limit`` rows: what the Merkle tree needs, without the rest."""
+        pos = self.dialect.position
+        rows = self.fetch(f"SELECT {pos} AS position, hash FROM {self.events_table} WHERE {pos} > ? "
+                          f"ORDER BY {pos} LIMIT {int(limit)}", (after,))
+        return [(r["position"], h if type(h := r["hash"]) is bytes else as_bytes(h)) for r in rows]
 
     def record_by_event_id(self, event_id: str) -> Record | None:
         rows = self._query("WHERE event_id = ? LIMIT 1", (event_id,))
