@@ -18,7 +18,7 @@ from ledger.envelope import Envelope, Record
 from ledger.errors import PositionTaken
 from ledger.keys import Signer
 from ledger.location import Location, is_postgres
-from ledger.rows import EVENT_COLUMNS, EVENTS_TABLE, as_bytes, record, record_values
+from ledger.rows import EVENT_COLUMNS, EVENTS_TABLE, RECORD_COLUMNS, as_bytes, record_of_tuple, record_values
 from ledger.sealing import Sealer
 from ledger.signing_pool import SigningPool
 
@@ -224,9 +224,21 @@ class Store:
         return self._query(f"{where} ORDER BY {pos} LIMIT {int(limit)}", tuple(params))
 
     def _query(self, tail: str, params: tuple[Any, ...]) -> list[Record]:
-        statement = (f"SELECT {self.dialect.position} AS position, {', '.join(EVENT_COLUMNS)} "
-                     f"FROM {self.events_table} {tail}")
-        return [record(row) for row in self.fetch(statement, params)]
+        columns = ", ".join(RECORD_COLUMNS[1:])
+        statement = f"SELECT {self.dialect.position} AS position, {columns} FROM {self.events_table} {tail}"
+        with self.backend.read_cursor() as raw:
+            self._plain_rows(raw)
+            rows = Cursor(raw, self.dialect).execute(statement, params).fetchall()
+        return [record_of_tuple(row) for row in rows]
+
+    def _plain_rows(self, raw: Any) -> None:
+        """Let ``raw`` (a cursor of its own, closed after one statement) return plain tuples."""
+        if self.postgres:
+            from psycopg.rows import tuple_row
+
+            raw.row_factory = tuple_row
+        else:
+            raw.row_factory = None
 
     def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement (rows index by column name on both back ends)."""
