@@ -16,6 +16,7 @@ not verified. Every other read is recomputed from the verified log by
 from __future__ import annotations
 
 import json
+import multiprocessing.util
 from collections import deque
 from collections.abc import Callable, Iterator
 from operator import itemgetter
@@ -78,11 +79,10 @@ def deviation_rows(db: str, participants: list[str], upto: int,
     worker keeps its store and the first ``protocol`` it was given for the
     whole catch-up, so the protocol versions are read once per worker.
     """
-    if _worker.get("key") != (db, upto):
-        old = _worker.get("trial")
-        if old is not None:
-            old.store.close()
-        _worker.update(key=(db, upto), trial=Trial(Store(db, create=False)), protocol=protocol)
+    if _worker.get("key") != (db, upto):  # a pool lives for one catch-up: in practice, once per worker
+        store = Store(db, create=False)
+        multiprocessing.util.Finalize(None, store.close, exitpriority=1)  # closed when the worker exits
+        _worker.update(key=(db, upto), trial=Trial(store), protocol=protocol)
     trial: Trial = _worker["trial"]
     return [(p, _deviation_values(p, trial.deviations(p, upto=upto, protocol=_worker["protocol"])))
             for p in participants]
