@@ -58,13 +58,13 @@ class MerkleLog:
         after = self.position_of(size - 1) if size else 0
         compact = self.compact_range(size)
         while True:
-            page = self.store.page(after, SYNC_PAGE)
+            page = self.store.hashes(after, SYNC_PAGE)
             if not page:
                 return size
             leaves, nodes = [], []
-            for record in page:
-                leaf = leaf_hash(record.hash)
-                leaves.append((size, record.position, leaf))
+            for position, digest in page:
+                leaf = leaf_hash(digest)
+                leaves.append((size, position, leaf))
                 for node_size, node in compact.append_returning(leaf)[1:]:  # the leaf itself goes in leaves
                     nodes.append((node_size.bit_length() - 1, size // node_size, node))
                 size += 1
@@ -73,7 +73,7 @@ class MerkleLog:
                     f"INSERT INTO {self.names['leaves']} (leaf_index, position, hash) VALUES (?, ?, ?)"), leaves)
                 c.executemany(self.store.sql(
                     f"INSERT INTO {self.names['nodes']} (level, idx, hash) VALUES (?, ?, ?)"), nodes)
-            after = page[-1].position
+            after = page[-1][0]
 
     def reset(self) -> None:
         """Forget the derived tree (not the checkpoints); the next sync rebuilds it from the events."""

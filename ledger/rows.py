@@ -15,6 +15,9 @@ The first four are eventsourcing's; the seal columns are unsigned copies the
 verifier checks against ``state``, the signed canonical envelope.
 """
 SEAL_COLUMNS = EVENT_COLUMNS[4:]
+RECORD_COLUMNS = ("position", "originator_id", "originator_version", "topic", "event_id", "state", "prev_hash",
+                  "hash", "signature", "key_id")
+"""The stored columns in :class:`Record`'s field order (``position`` is the global position)."""
 
 
 def record_values(r: Record) -> tuple[Any, ...]:
@@ -34,7 +37,19 @@ def record(row: Any) -> Record:
     return damaged_record(row)
 
 
-def _bytes(v: Any) -> bytes:
+def record_of_tuple(row: tuple[Any, ...]) -> Record:
+    """A row selected as a plain tuple in :data:`RECORD_COLUMNS` order.
+
+    A plain tuple costs ~1 µs less per row than a by-name row and
+    :func:`record`: the verifier and the projector read every row.
+    """
+    if type(row[5]) is bytes and type(row[6]) is bytes and type(row[7]) is bytes and type(row[8]) is bytes:
+        return Record._make(row)
+    return damaged_record(dict(zip(RECORD_COLUMNS, row, strict=True)))
+
+
+def as_bytes(v: Any) -> bytes:
+    """A binary column as bytes, whatever a damaged row holds there."""
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v)
     if isinstance(v, str):
@@ -63,9 +78,9 @@ def damaged_record(row: Any) -> Record:
         stream_position=_int(row["originator_version"]),
         type=_text(row["topic"]),
         event_id=_text(row["event_id"]),
-        state=_bytes(row["state"]),
-        prev_hash=_bytes(row["prev_hash"]),
-        hash=_bytes(row["hash"]),
-        signature=_bytes(row["signature"]),
+        state=as_bytes(row["state"]),
+        prev_hash=as_bytes(row["prev_hash"]),
+        hash=as_bytes(row["hash"]),
+        signature=as_bytes(row["signature"]),
         key_id=_text(row["key_id"]),
     )

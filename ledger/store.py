@@ -18,7 +18,7 @@ from ledger.envelope import Envelope, Record
 from ledger.errors import PositionTaken
 from ledger.keys import Signer
 from ledger.location import Location, is_postgres
-from ledger.rows import EVENT_COLUMNS, EVENTS_TABLE, record, record_values
+from ledger.rows import EVENT_COLUMNS, EVENTS_TABLE, RECORD_COLUMNS, as_bytes, record_of_tuple, record_values
 from ledger.sealing import Sealer
 from ledger.signing_pool import SigningPool
 
@@ -159,6 +159,13 @@ class Store:
         """The next ``limit`` rows after global position ``after``."""
         return self._select_records(after, limit, None)
 
+    def hashes(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(position, stored hash) of the next ``limit`` rows: what the Merkle tree needs, without the rest."""
+        pos = self.dialect.position
+        rows = self.fetch(f"SELECT {pos} AS position, hash FROM {self.events_table} WHERE {pos} > ? "
+                          f"ORDER BY {pos} LIMIT {int(limit)}", (after,))
+        return [(r["position"], h if type(h := r["hash"]) is bytes else as_bytes(h)) for r in rows]
+
     def record_by_event_id(self, event_id: str) -> Record | None:
         rows = self._query("WHERE event_id = ? LIMIT 1", (event_id,))
         return rows[0] if rows else None
@@ -227,9 +234,21 @@ class Store:
         return self._query(f"{where} ORDER BY {pos} LIMIT {int(limit)}", tuple(params))
 
     def _query(self, tail: str, params: tuple[Any, ...]) -> list[Record]:
-        statement = (f"SELECT {self.dialect.position} AS position, {', '.join(EVENT_COLUMNS)} "
-                     f"FROM {self.events_table} {tail}")
-        return [record(row) for row in self.fetch(statement, params)]
+        columns = ", ".join(RECORD_COLUMNS[1:])
+        statement = f"SELECT {self.dialect.position} AS position, {columns} FROM {self.events_table} {tail}"
+        with self.backend.read_cursor() as raw:
+            self._plain_rows(raw)
+            rows = Cursor(raw, self.dialect).execute(statement, params).fetchall()
+        return [record_of_tuple(row) for row in rows]
+
+    def _plain_rows(self, raw: Any) -> None:
+        """Let ``raw`` (a cursor of its own, closed after one statement) return plain tuples."""
+        if self.postgres:
+            from psycopg.rows import tuple_row
+
+            raw.row_factory = tuple_row
+        else:
+            raw.row_factory = None
 
     def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement (rows index by column name on both back ends)."""

@@ -16,7 +16,10 @@ not verified. Every other read is recomputed from the verified log by
 from __future__ import annotations
 
 import json
+import multiprocessing.util
+from collections import deque
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any
 
 from domain.protocol import Protocol
@@ -56,6 +59,39 @@ DDL = (
 TABLES = ("participants", "audit", "deviations", "summary", "dirty")
 SCHEMA_VERSION = "3"  # bump when a projection table changes: old tables are dropped and rebuilt
 PARALLEL_FROM = 4000  # events behind: worth a process pool for the signature checks
+DEVIATION_TASK = 25  # participants per deviation task sent to a worker
+AUDIT_INSERT = (*(c for c in audit.COLUMNS if c != "signature_verified"), "recorded_us", "signature_verified")
+_audit_values = itemgetter(*AUDIT_INSERT[:-1])  # a row's values but signature_verified, which is appended as int
+DEVIATION_INSERT = ("INSERT INTO {table} (participant, seq, kind, important, event_ids, first_position, message, "
+                    "status, raised_at_position, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+_worker: dict[str, Any] = {}
+
+
+def deviation_rows(db: str, participants: list[str], upto: int,
+                   protocol: Protocol) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Each participant's deviation rows as of ``upto``, ready to insert; run in a worker process.
+
+    Deviations of one participant depend only on the log up to ``upto`` (its
+    stream and the study stream), never on the projector's fold, so workers
+    compute them beside it, each reading through its own connection. The
+    worker keeps its store and the first ``protocol`` it was given for the
+    whole catch-up, so the protocol versions are read once per worker.
+    """
+    if _worker.get("key") != (db, upto):  # a pool lives for one catch-up: in practice, once per worker
+        store = Store(db, create=False)
+        multiprocessing.util.Finalize(None, store.close, exitpriority=1)  # closed when the worker exits
+        _worker.update(key=(db, upto), trial=Trial(store), protocol=protocol)
+    trial: Trial = _worker["trial"]
+    return [(p, _deviation_values(p, trial.deviations(p, upto=upto, protocol=_worker["protocol"])))
+            for p in participants]
+
+
+def _deviation_values(participant: str, found: list[Any]) -> list[tuple[Any, ...]]:
+    return [(participant, n, d.kind, int(d.important), json.dumps(list(d.event_ids)), d.first_position,
+             d.message, d.status, d.raised_at_position, json.dumps(_resolution(d.as_dict()), sort_keys=True))
+            for n, d in enumerate(found)]
 
 
 class Projections:
@@ -126,21 +162,32 @@ class Projections:
                 done += len(page)
                 if on_progress:
                     on_progress(len(page))
-        if done or not self._derived_current():
-            self._refresh_derived(registry)
+            if done or not self._derived_current():
+                self._refresh_derived(registry, checks)
         return done
 
     def _project_page(self, page: list[Record], registry: SignerRegistry, checks: SignatureChecks) -> None:
         decoded: list[tuple[Record, Envelope, audit.Signer, bytes | None]] = []
+        # (key id, author) -> who signed as the registry knows them, until the next study event changes it
+        signers: dict[tuple[str, str], audit.Signer] = {}
         for record in page:
             try:
                 env = record.envelope()
             except Exception:  # noqa: BLE001 - a damaged row is verify's to report, not ours to crash on
                 continue
-            signer, public = self._signer(registry, env)
-            decoded.append((record, env, signer, public))
+            try:
+                public: bytes | None = registry.authorise(env)
+            except Unauthorised:
+                public = None
+            signer = signers.get((env.key_id, env.author)) if env.type != "StudyInitialised" else None
+            if signer is None:
+                signer = audit.signer_of(registry, env)
+                if env.type != "StudyInitialised":
+                    signers[env.key_id, env.author] = signer
             if env.stream == STUDY_STREAM:
                 registry.observe(env)
+                signers.clear()
+            decoded.append((record, env, signer, public))
         pending = checks.submit([(pub, rec) for rec, _env, _s, pub in decoded])
         cache: dict[str, dict[str, Any]] = {}
         targets: list[dict[str, Any] | None] = []
@@ -158,7 +205,8 @@ class Projections:
                     recompute_all |= env.type == "ProtocolAmended"
                 targets.append(target_data)
             verified = pending()
-            rows = [row for (record, env, signer, _pub), ok, target in zip(decoded, verified, targets, strict=True)
+            rows = [(*_audit_values(row), int(ok))
+                    for (record, env, signer, _pub), ok, target in zip(decoded, verified, targets, strict=True)
                     for row in audit.rows_for(record, env, signer, ok, target)]
             self._write_states(c, cache)
             self._write_audit(c, rows)
@@ -175,37 +223,37 @@ class Projections:
         return not self.store.fetch(f"SELECT participant FROM {self.names['dirty']} LIMIT 1") and \
             bool(self.store.fetch(f"SELECT name FROM {self.names['summary']} LIMIT 1"))
 
-    def _refresh_derived(self, registry: SignerRegistry) -> None:
-        """Recompute deviations of dirty participants, then the summary."""
-        if registry.protocol is None:
+    def _refresh_derived(self, registry: SignerRegistry, checks: SignatureChecks) -> None:
+        """Recompute deviations of dirty participants, then the summary.
+
+        With a pool, workers compute the deviations (each participant's fold
+        reads only the log) in tasks of ``DEVIATION_TASK`` participants, a
+        bounded window of tasks ahead; this process writes each task's rows
+        and clears its dirty marks in one transaction, in order.
+        """
+        protocol = registry.protocol
+        if protocol is None:
             return
         upto = self.position()
-        while True:
-            rows = self.store.fetch(f"SELECT participant FROM {self.names['dirty']} ORDER BY participant LIMIT 500")
-            if not rows:
-                break
-            batch = [r["participant"] for r in rows]
-            with self.store.write_transaction() as c:
-                self._write_deviations(c, batch, upto, registry.protocol)
-                c.executemany(self.store.sql(f"DELETE FROM {self.names['dirty']} WHERE participant = ?"),
-                              [(p,) for p in batch])
+        rows = self.store.fetch(f"SELECT participant FROM {self.names['dirty']} ORDER BY participant")
+        dirty = [r["participant"] for r in rows]
+        tasks = [dirty[i:i + DEVIATION_TASK] for i in range(0, len(dirty), DEVIATION_TASK)]
+        if checks.pool is None:
+            for task in tasks:
+                self._write_deviations(task, [(p, _deviation_values(
+                    p, self.trial.deviations(p, upto=upto, protocol=protocol))) for p in task])
+        else:
+            window: deque[tuple[list[str], Callable[[], list[tuple[str, list[tuple[Any, ...]]]]]]] = deque()
+            for task in tasks:
+                window.append((task, checks.run(deviation_rows, self.store.db, task, upto, protocol)))
+                if len(window) > 4 * checks.jobs:
+                    done, result = window.popleft()
+                    self._write_deviations(done, result())
+            while window:
+                done, result = window.popleft()
+                self._write_deviations(done, result())
         with self.store.write_transaction() as c:
             self._write_summary(c, registry)
-
-    def _signer(self, registry: SignerRegistry, env: Envelope) -> tuple[audit.Signer, bytes | None]:
-        """Who signed, as the registry knew them then, and the key their signature must verify under."""
-        try:
-            public = registry.authorise(env)
-        except Unauthorised:
-            public = None
-        entry = registry.signer_for_key(env.key_id)
-        if env.type == "StudyInitialised":
-            signer = audit.Signer(env.author, str(env.data.get("admin_name")), "admin")
-        elif entry is not None:
-            signer = audit.Signer(entry.user_id, entry.name, entry.role)
-        else:
-            signer = audit.Signer(env.author, "(unknown signer)", "(none)")
-        return signer, public
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -225,24 +273,19 @@ class Projections:
                                    json.dumps(counts(s), sort_keys=True))
                                   for p, s in sorted(cache.items())])
 
-    def _write_audit(self, c: Any, rows: list[dict[str, Any]]) -> None:
-        columns = [*audit.COLUMNS, "recorded_us"]
-        statement = self.store.sql(
-            f"INSERT INTO {self.names['audit']} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})")
-        c.executemany(statement, [tuple(int(r[k]) if k == "signature_verified" else r[k] for k in columns)
-                                  for r in rows])
+    def _write_audit(self, c: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Rows as tuples in ``AUDIT_INSERT`` order (signature_verified as 0 or 1)."""
+        statement = (f"INSERT INTO {self.names['audit']} ({', '.join(AUDIT_INSERT)}) "
+                     f"VALUES ({', '.join('?' * len(AUDIT_INSERT))})")
+        c.executemany(statement, rows)
 
-    def _write_deviations(self, c: Any, participants: list[str], upto: int, protocol: Protocol) -> None:
+    def _write_deviations(self, participants: list[str], values: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Replace these participants' deviations and clear their dirty marks, in one transaction."""
         table = self.names["deviations"]
-        for participant in participants:
-            found = self.trial.deviations(participant, upto=upto, protocol=protocol)
-            c.execute(self.store.sql(f"DELETE FROM {table} WHERE participant = ?"), (participant,))
-            c.executemany(self.store.sql(
-                f"INSERT INTO {table} (participant, seq, kind, important, event_ids, first_position, message, "
-                "status, raised_at_position, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                [(participant, n, d.kind, int(d.important), json.dumps(list(d.event_ids)), d.first_position,
-                  d.message, d.status, d.raised_at_position, json.dumps(_resolution(d.as_dict()), sort_keys=True))
-                 for n, d in enumerate(found)])
+        with self.store.write_transaction() as c:
+            c.executemany(f"DELETE FROM {table} WHERE participant = ?", [(p,) for p in participants])
+            c.executemany(DEVIATION_INSERT.format(table=table), [row for _p, rows in values for row in rows])
+            c.executemany(f"DELETE FROM {self.names['dirty']} WHERE participant = ?", [(p,) for p in participants])
 
     def _write_summary(self, c: Any, registry: SignerRegistry) -> None:
         all_states = [json.loads(r["counts"]) for r in self._fetch_c(c, f"SELECT counts FROM {self.names['participants']}")]

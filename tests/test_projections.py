@@ -21,7 +21,7 @@ from ledger.store import Store
 from projections import audit as audit_module
 from projections.projector import Projections
 from domain.datamanagement import casebook_hash
-from tests.conftest import Cli, Keys, initialise, register
+from tests.conftest import Cli, Keys, as_owner, initialise, register
 
 T0 = "2010-09-01T09:00:00+08:00"
 
@@ -305,3 +305,45 @@ def test_rebuild_equals_incremental_postgres(pg_url: str, keys: Keys) -> None:
     incremental, rebuilt = dump_after_incremental_and_rebuild(pg_url)
     assert incremental == rebuilt
     assert len(incremental["deviations"]) > 0 and len(incremental["participants"]) == 5
+
+
+def _rebuilt_with_pool(db: str, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    """The tables rebuilt inline, then rebuilt with two worker processes for signatures and deviations."""
+    import ledger.signatures
+    import projections.projector as projector
+
+    store = Store(db)
+    proj = Projections(store)
+    proj.rebuild(jobs=1)
+    inline = proj.table_dump()
+    with monkeypatch.context() as m:
+        m.setattr(projector, "PARALLEL_FROM", 0)
+        m.setattr(projector, "DEVIATION_TASK", 2)
+        m.setattr(ledger.signatures, "INLINE_BELOW", 0)
+        proj.rebuild(jobs=2)
+    pooled = proj.table_dump()
+    store.close()
+    return inline, pooled
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_rebuild_in_worker_processes_equals_inline(backend: str, request: pytest.FixtureRequest,
+                                                   tmp_path_factory: pytest.TempPathFactory, keys: Keys,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signature checks and deviations done by a pool give the same tables, a bad signature included."""
+    db = str(tmp_path_factory.mktemp("pool") / "ledger.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    trial = initialise(db, keys)
+    play(trial, keys, [(0, "consent"), (0, "lab"), (1, "lab"), (0, "correct"), (1, "enrol"), (1, "dose"),
+                       (2, "ae"), (1, "void"), (3, "ae"), (2, "withdraw"), (2, "lab"), (3, "review")])
+    full_history(trial, keys, "S01-009")
+    store = trial.store
+    bad = store.head_position() - 3
+    as_owner(store)
+    store.execute_raw(f"UPDATE {store.events_table} SET signature = ? WHERE {store.position_column} = ?",
+                      (bytes(64), bad))
+    store.close()
+    inline, pooled = _rebuilt_with_pool(db, monkeypatch)
+    assert inline == pooled
+    assert len(inline["deviations"]) > 0 and len(inline["participants"]) == 5
+    verified = {row[0]: row[-1] for row in inline["audit"]}
+    assert verified[bad] == 0 and sum(verified.values()) == len(verified) - 1
