@@ -35,6 +35,7 @@ import tempfile
 import types
 import typing
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from functools import cache
 from typing import IO, Any
 
@@ -128,6 +129,13 @@ def _utc(text: str) -> str:
 
 def write_odm(log: VerifiedLog, out: IO[str]) -> int:
     """Write the whole log as ODM; returns the number of subjects."""
+    for _participant in odm_stages(log, out):
+        pass
+    return len(log.participants)
+
+
+def odm_stages(log: VerifiedLog, out: IO[str]) -> Iterator[str]:
+    """Write the ODM file, yielding after each subject (see ``projections.report.stages``)."""
     return _Writer(log).write(out)
 
 
@@ -154,7 +162,7 @@ class _Writer:
                 layout.append((field, "text"))  # canonical JSON of the whole object
         return layout
 
-    def write(self, out: IO[str]) -> int:
+    def write(self, out: IO[str]) -> Iterator[str]:
         """Subjects are rendered one participant at a time into a spool (noting each site), then the
         header, metadata and AdminData (which lists those sites) are written and the spool copied after."""
         with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
@@ -166,6 +174,7 @@ class _Writer:
                 site = self._site(stream)
                 sites.add(site)
                 spool.write(ET.tostring(self._subject(participant, stream, site), encoding="unicode") + "\n")
+                yield participant
             head = self.log.head_hash.hex()[:16] if self.log.head_hash is not None else "empty"
             created = _utc(self.log.head_recorded_at) if self.log.head_recorded_at else "1970-01-01T00:00:00+00:00"
             out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
@@ -178,7 +187,6 @@ class _Writer:
             spool.seek(0)
             shutil.copyfileobj(spool, out, 1 << 20)
         out.write("</ClinicalData>\n</ODM>\n")
-        return len(self.log.participants)
 
     # -- metadata ---------------------------------------------------------------------------
 

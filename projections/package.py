@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
+from itertools import zip_longest
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -40,9 +41,9 @@ from ledger.notes import sign_note, verify_note, witness_quorum
 from ledger.signed_log import SignedLogFile, encode
 from ledger.verified_store import LogDoesNotVerify, VerifiedStore
 from projections import audit as audit_rows
-from projections.odm import write_odm
+from projections.odm import odm_stages, write_odm
 from projections.report import checkpoint_view
-from projections.report import write as write_report
+from projections.report import stages as report_stages
 from projections.verified_log import VerifiedLog
 
 LOG, CHECKPOINT, REPORT, ODM, AUDIT, MANIFEST = (
@@ -95,9 +96,21 @@ def _spooled(write: Callable[[IO[str]], object]) -> IO[bytes]:
 
 
 def regenerate(log: VerifiedLog) -> dict[str, IO[bytes]]:
-    """The three human-facing files, as a pure function of the verified log: the one path for both sides."""
-    return {REPORT: _spooled(lambda out: write_report(log, out)), ODM: _spooled(lambda out: write_odm(log, out)),
-            AUDIT: _spooled(lambda out: write_audit_csv(log, out))}
+    """The three human-facing files, as a pure function of the verified log: the one path for both sides.
+
+    The report and the ODM file are written in step, participant by participant, so each participant's
+    stream is read and its deviations folded once for both (``VerifiedLog`` keeps the last one).
+    """
+    def both(report: IO[str]) -> None:
+        def odm(odm_out: IO[str]) -> None:
+            for _step in zip_longest(report_stages(log, report), odm_stages(log, odm_out)):
+                pass
+        files[ODM] = _spooled(odm)
+
+    files: dict[str, IO[bytes]] = {}
+    files[REPORT] = _spooled(both)
+    files[AUDIT] = _spooled(lambda out: write_audit_csv(log, out))
+    return {name: files[name] for name in REGENERATED}
 
 
 def outputs(log: VerifiedLog) -> dict[str, bytes]:

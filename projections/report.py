@@ -164,7 +164,16 @@ def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
 
 
 def write(log: VerifiedLog, out: IO[str], as_of: datetime | None = None) -> None:
-    """The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``).
+    """The report as a pure function of a verified log; see ``stages``."""
+    for _participant in stages(log, out, as_of):
+        pass
+
+
+def stages(log: VerifiedLog, out: IO[str], as_of: datetime | None = None) -> Iterator[str]:
+    """Write the report, yielding after each participant (the package drives it in step with the ODM
+    writer, so each participant's stream is read and its deviations folded once for both).
+
+    The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``).
 
     Participants are read, folded and rendered one at a time into spools (their sections, deviation
     rows and AE rows); the study totals they add up to are then rendered at the top of the page and
@@ -209,6 +218,7 @@ def write(log: VerifiedLog, out: IO[str], as_of: datetime | None = None) -> None
             ae_rows.write(parts.ae_row({"participant": pid, "ae_id": ae_id, **ae,
                                         "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)},
                                        protocol))
+        yield pid
     report = log.report
     template = env.get_template("report.html.j2")
     for text in template.generate(

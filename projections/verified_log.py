@@ -53,6 +53,7 @@ class VerifiedLog:
         self.checkpoint_note = checkpoint_note
         self.stored_notes = stored_notes or []  # older checkpoints, for witnessed times
         self._last_deviations: tuple[str, list[Tracked]] | None = None
+        self._last_stream: tuple[str, Pairs] | None = None
 
     # -- the log ---------------------------------------------------------------------------
 
@@ -99,8 +100,13 @@ class VerifiedLog:
         return self.source.root(size)
 
     def stream(self, stream: str) -> Pairs:
-        """One stream's verified rows (its read reproduces the digest the verify pass bound), decoded."""
-        return [(r, r.envelope()) for r in self.source.stream_records(stream)]
+        """One stream's verified rows (its read reproduces the digest the verify pass bound), decoded.
+
+        The last one read is kept: the package's report and ODM writers ask for each participant in turn.
+        """
+        if self._last_stream is None or self._last_stream[0] != stream:
+            self._last_stream = (stream, [(r, r.envelope()) for r in self.source.stream_records(stream)])
+        return self._last_stream[1]
 
     @cached_property
     def study(self) -> Pairs:
