@@ -280,7 +280,8 @@ def summary(ctx: click.Context, cached: bool) -> None:
     proj = projections(ctx, cached)
     s = proj.summary()
     if s:
-        s["data_management"] = dm.load(_source(proj)).totals()
+        s["data_management"] = dm.load(proj.store).totals() if isinstance(proj, Projections) else \
+            dm.streamed_totals(proj.vstore)  # per participant from verified stream reads
     emit(ctx, s, render_summary(s))
 
 

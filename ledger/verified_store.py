@@ -64,6 +64,14 @@ class Binding:
     roots: dict[int, bytes] = field(default_factory=dict)  # tree size -> root
 
 
+class LogDoesNotVerify(IntegrityFailure):
+    """``VerifiedStore.open`` found the log does not verify; ``report`` holds the findings (nothing is read)."""
+
+    def __init__(self, message: str, report: Report):
+        super().__init__(message)
+        self.report = report
+
+
 @dataclass(frozen=True)
 class VerifiedCheckpoint:
     tree_size: int
@@ -83,21 +91,28 @@ class VerifiedStore:
         self.binding = binding
         self.db = store.db
         self._recent: OrderedDict[str, list[Record]] = OrderedDict()
+        self.head_record: Record | None = None  # the last verified row (its hash is the head hash)
 
     @classmethod
     def open(cls, store: Store, authority: Authority, *, jobs: int | None = None,
-             checkpoint_sizes: Iterable[int] = (), on_progress: Callable[[int], None] | None = None
-             ) -> VerifiedStore:
-        """Verify every row and keep the binding; raises IntegrityFailure on the first finding."""
+             checkpoint_sizes: Iterable[int] = (), on_progress: Callable[[int], None] | None = None,
+             prefix: Callable[[Iterator[Record]], Iterator[Record]] | None = None) -> VerifiedStore:
+        """Verify every row and keep the binding; raises LogDoesNotVerify on the first finding.
+
+        ``prefix`` cuts the rows to a leading part of the log (``report --as-of``): only that part is
+        verified and bound, and every later read stops at its head.
+        """
         if jobs is None:
             jobs = (os.cpu_count() or 1) if store.count() >= PARALLEL_FROM else 1
         binding = Binding()
         wanted = set(checkpoint_sizes)
         digests: dict[str, tuple[int, hashlib._Hash]] = {}
         compact = CompactRange()
+        last: list[Record] = []
 
         def observed(records: Iterator[Record]) -> Iterator[Record]:
             for record in records:
+                last[:] = [record]
                 binding.rows += 1
                 compact.append(leaf_hash(record.hash))
                 if compact.size in wanted:
@@ -109,19 +124,22 @@ class VerifiedStore:
                 digests[record.stream] = (length + 1, digest)
                 yield record
 
-        report = verify_records(observed(iter(store.records(after=FIRST_ID))), authority, jobs=jobs,
+        rows: Iterator[Record] = iter(store.records(after=FIRST_ID))
+        report = verify_records(observed(prefix(rows) if prefix else rows), authority, jobs=jobs,
                                 on_progress=on_progress)
         if not report.ok:
             first = report.sorted()[0]
             more = f" ({report.finding_count} findings; `trial-ledger verify --json` lists them)" \
                 if report.finding_count > 1 else ""
-            raise IntegrityFailure(f"the log does not verify, so nothing is shown: {first.line()}{more}")
+            raise LogDoesNotVerify(f"the log does not verify, so nothing is shown: {first.line()}{more}", report)
         report.tree_size, report.tree_root = compact.size, compact.root()
         binding.head_position, binding.head_hash = report.head_position, report.head_hash
         binding.streams = {s: (n, d.digest()) for s, (n, d) in digests.items()}
         # A registered log key may sign checkpoints too (its old ones still count after revocation).
         keys: list[bytes] = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
-        return cls(store, report, binding, authority.root_public, keys)
+        opened = cls(store, report, binding, authority.root_public, keys)
+        opened.head_record = last[0] if last else None
+        return opened
 
     # -- the verified global log ------------------------------------------------------------
 

@@ -216,6 +216,63 @@ class DataManagement:
         }
 
 
+class Totals:
+    """``DataManagement.totals`` folded one participant at a time (the report streams participants).
+
+    A participant's answers depend on its own stream and on the locks, which only the study stream
+    sets: so the study stream is folded once, and each participant's fold starts from its final locks.
+    """
+
+    def __init__(self, study: DataManagement):
+        self.locks = study.state["locks"]
+        self.open_ages: list[int] = []
+        self.open_queries = self.answered = self.verified = self.stale = self.not_verified = 0
+        self.signoffs: dict[str, int] = {}
+
+    def participant(self, participant: str, records: Iterable[Record], now: datetime | None) -> DataManagement:
+        """The fold of one participant's records (in log order), added to the totals."""
+        view = DataManagement({"participants": {}, "locks": self.locks, "position": 0})
+        for record in records:
+            view.apply(record)
+        for q in view.queries(participant, now=now):
+            if q["status"] == "open":
+                self.open_queries += 1
+                self.open_ages.append(q["age_days"])
+            elif q["status"] == "answered":
+                self.answered += 1
+        if participant in view.state["participants"]:
+            sdv = view.sdv(participant)
+            self.verified += sdv["verified"]
+            self.stale += sdv["stale"]
+            self.not_verified += sdv["not_verified"]
+            status = view.signoff(participant)["status"]
+            self.signoffs[status] = self.signoffs.get(status, 0) + 1
+        return view
+
+    def result(self) -> dict[str, Any]:
+        """What ``DataManagement.totals`` gives for the whole log."""
+        return {
+            "open_queries": self.open_queries, "answered_queries": self.answered,
+            "open_query_max_age_days": max(self.open_ages, default=None),
+            "open_query_ages_days": sorted(self.open_ages),
+            "sdv_verified": self.verified, "sdv_stale": self.stale, "sdv_not_verified": self.not_verified,
+            "signoffs": dict(sorted(self.signoffs.items())),
+            "study_locked": self.locks["study"] is not None,
+            "locked_participants": sorted(self.locks["participants"]),
+        }
+
+
+def streamed_totals(store: Any, now: datetime | None = None) -> dict[str, Any]:
+    """``load(store).totals(now)`` folded one stream at a time (``store`` a verified store): memory holds
+    one participant, not the log."""
+    totals = Totals(DataManagement.fold(store.stream_records(STUDY_STREAM)))
+    now = now or datetime.now(UTC)
+    for stream in store.streams():
+        if stream != STUDY_STREAM:
+            totals.participant(stream, store.stream_records(stream), now)
+    return totals.result()
+
+
 def load(store: Any, until_recorded: datetime | None = None) -> DataManagement:
     """Fold the whole log of ``store`` (recomputed on each read), optionally as recorded by a time."""
     if until_recorded is None:

@@ -1,4 +1,4 @@
-"""Where inspector outputs get their data: the store's log, verified, held in memory (SPEC §5.4).
+"""Where inspector outputs get their data: the store's log, verified, then read back (SPEC §5.4).
 
 The one place the report, ODM, audit CSV and package exports read a
 database. Everything downstream is a pure function of the ``VerifiedLog``
@@ -11,23 +11,40 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from domain.signers import SignerRegistry
 from ledger import checkpoint as notes
 from ledger.errors import IntegrityFailure
 from ledger.merkle_log import MerkleLog
 from ledger.store import Store
-from ledger.verify import FIRST_ID
-from projections.verified_log import VerifiedLog, recorded_prefix, verify
+from ledger.verified_store import LogDoesNotVerify, VerifiedStore
+from ledger.verify import Report
+from projections.verified_log import VerifiedLog, recorded_prefix
+
+
+class LogFailed(IntegrityFailure):
+    """The log (or its ``--as-of`` prefix) does not verify; ``report`` says why. Nothing is read from it."""
+
+    def __init__(self, report: Report):
+        first = report.sorted()[0].line() if report.findings else "the log does not verify"
+        super().__init__(f"the log does not verify: {first}")
+        self.report = report
 
 
 def load(store: Store, *, as_of: datetime | None = None, jobs: int | None = None) -> VerifiedLog:
-    """The log (or its prefix recorded at or before ``as_of``), verified, with the checkpoint of that time."""
-    rows = store.records(after=FIRST_ID)  # rows at ids <= 0 too: they are findings, never silently skipped
-    records = list(rows) if as_of is None else recorded_prefix(rows, as_of)
-    kept, report = verify(records, jobs=jobs)
-    stored = stored_checkpoints(store, len(kept), as_of)
-    log = VerifiedLog(kept, report, stored[-1][1] if stored else None, [note for _size, note in stored])
-    if report.ok:
-        check_stored_notes(log, stored)
+    """The log (or its prefix recorded at or before ``as_of``), verified, with the checkpoint of that time.
+
+    One verification pass binds the log (nothing of it is kept but the binding); the views then read
+    it back participant by participant, each read re-checked. LogFailed if it does not verify.
+    """
+    candidates = stored_checkpoints(store)  # read first: their sizes are the roots the pass keeps
+    try:
+        vstore = VerifiedStore.open(store, SignerRegistry(), jobs=jobs, checkpoint_sizes=[s for s, _ in candidates],
+                                    prefix=None if as_of is None else (lambda rows: recorded_prefix(rows, as_of)))
+    except LogDoesNotVerify as e:
+        raise LogFailed(e.report) from None
+    stored = [(size, note) for size, note in candidates if size <= vstore.count() or as_of is None]
+    log = VerifiedLog(vstore, stored[-1][1] if stored else None, [note for _size, note in stored])
+    check_stored_notes(log, stored)
     return log
 
 
@@ -51,7 +68,7 @@ def check_stored_notes(log: VerifiedLog, stored: list[tuple[int, str]]) -> None:
                 why = "its tree size differs from the note's"
             elif not any(_signed(note, key) for key in keys):
                 why = "not signed by the root key or a registered log key"
-            elif cp.size > len(log.records) or log.merkle_root(cp.size) != cp.root:
+            elif cp.size > log.size or log.merkle_root(cp.size) != cp.root:
                 why = "the verified log does not reproduce its root"
         if why is not None:
             raise IntegrityFailure(f"stored table merkle_checkpoints: a row is not a checkpoint of this verified "
@@ -66,8 +83,8 @@ def _signed(note: str, key: bytes) -> bool:
     return True
 
 
-def stored_checkpoints(store: Store, size: int, as_of: datetime | None) -> list[tuple[int, str]]:
-    """(tree size, note) of every stored checkpoint up to ``size``, oldest first: a writable cache, checked after."""
+def stored_checkpoints(store: Store) -> list[tuple[int, str]]:
+    """(tree size, note) of every stored checkpoint, oldest first: a writable cache, checked after."""
     if not store.table_exists("merkle_checkpoints"):
         return []  # never create tables from a read
     tree = MerkleLog(store)
@@ -84,6 +101,5 @@ def stored_checkpoints(store: Store, size: int, as_of: datetime | None) -> list[
         if claimed != stored_size:
             raise IntegrityFailure("stored table merkle_checkpoints: a row's tree size differs from its note's; "
                                    "nothing is shown")
-        if claimed <= size or as_of is None:
-            out.append((claimed, note))
+        out.append((claimed, note))
     return out

@@ -30,9 +30,12 @@ recorded time, so a regenerated file is byte-identical.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import types
 import typing
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from functools import cache
 from typing import IO, Any
 
@@ -40,7 +43,7 @@ from domain.events import CATALOGUE, MEANINGS, EventType
 from domain.timeutil import utc_text
 from ledger.canonical import canonical_bytes
 from ledger.envelope import Envelope, Record
-from projections.verified_log import VerifiedLog
+from projections.verified_log import Pairs, VerifiedLog
 
 NS = "http://www.cdisc.org/ns/odm/v1.3"
 ET.register_namespace("", NS)
@@ -126,6 +129,13 @@ def _utc(text: str) -> str:
 
 def write_odm(log: VerifiedLog, out: IO[str]) -> int:
     """Write the whole log as ODM; returns the number of subjects."""
+    for _participant in odm_stages(log, out):
+        pass
+    return len(log.participants)
+
+
+def odm_stages(log: VerifiedLog, out: IO[str]) -> Iterator[str]:
+    """Write the ODM file, yielding after each subject (see ``projections.report.stages``)."""
     return _Writer(log).write(out)
 
 
@@ -136,6 +146,7 @@ class _Writer:
         self.study = self.registry.study_id or "STUDY"
         protocol = self.registry.protocol
         self.mdv = f"MDV.{protocol.version}" if protocol else "MDV.1"
+        self.registrations: list[tuple[int, str, str]] = []
 
     def items_of(self, type_name: str) -> list[tuple[str, str]]:
         """A form's items: the payload model's fields, a dict field spread into the keys the protocol declares
@@ -151,20 +162,31 @@ class _Writer:
                 layout.append((field, "text"))  # canonical JSON of the whole object
         return layout
 
-    def write(self, out: IO[str]) -> int:
-        head = self.log.records[-1].hash.hex()[:16] if self.log.records else "empty"
-        created = _utc(self.log.head_recorded_at) if self.log.head_recorded_at else "1970-01-01T00:00:00+00:00"
-        out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
-        out.write(f'<ODM xmlns="{NS}" FileType="Transactional" Archival="Yes" ODMVersion="1.3.2" '
-                  f'FileOID="trial-ledger.{self.study}.{head}" CreationDateTime="{created}" '
-                  'Granularity="All" Originator="trial-ledger" SourceSystem="trial-ledger">\n')
-        for element in (self._study(), self._admin()):
-            out.write(ET.tostring(element, encoding="unicode") + "\n")
-        out.write(f'<ClinicalData StudyOID="{self.study}" MetaDataVersionOID="{self.mdv}">\n')
-        for participant in self.log.participants:
-            out.write(ET.tostring(self._subject(participant), encoding="unicode") + "\n")
+    def write(self, out: IO[str]) -> Iterator[str]:
+        """Subjects are rendered one participant at a time into a spool (noting each site), then the
+        header, metadata and AdminData (which lists those sites) are written and the spool copied after."""
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+            sites = {"SPONSOR"}
+            self.registrations = self._registrations(self.log.study)
+            for participant in self.log.participants:
+                stream = self.log.stream(participant)
+                self.registrations += self._registrations(stream)
+                site = self._site(stream)
+                sites.add(site)
+                spool.write(ET.tostring(self._subject(participant, stream, site), encoding="unicode") + "\n")
+                yield participant
+            head = self.log.head_hash.hex()[:16] if self.log.head_hash is not None else "empty"
+            created = _utc(self.log.head_recorded_at) if self.log.head_recorded_at else "1970-01-01T00:00:00+00:00"
+            out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
+            out.write(f'<ODM xmlns="{NS}" FileType="Transactional" Archival="Yes" ODMVersion="1.3.2" '
+                      f'FileOID="trial-ledger.{self.study}.{head}" CreationDateTime="{created}" '
+                      'Granularity="All" Originator="trial-ledger" SourceSystem="trial-ledger">\n')
+            for element in (self._study(), self._admin(sorted(sites))):
+                out.write(ET.tostring(element, encoding="unicode") + "\n")
+            out.write(f'<ClinicalData StudyOID="{self.study}" MetaDataVersionOID="{self.mdv}">\n')
+            spool.seek(0)
+            shutil.copyfileobj(spool, out, 1 << 20)
         out.write("</ClinicalData>\n</ODM>\n")
-        return len(self.log.participants)
 
     # -- metadata ---------------------------------------------------------------------------
 
@@ -202,7 +224,7 @@ class _Writer:
                 _sub(mdv, "ItemDef", {"OID": _oid(type_name, field), "Name": field, "DataType": data_type})
         return study
 
-    def _admin(self) -> ET.Element:
+    def _admin(self, sites: list[str]) -> ET.Element:
         admin = _el("AdminData", {"StudyOID": self.study})
         organisations = self._organisations()
         for s in self.registry.signers.values():
@@ -215,8 +237,8 @@ class _Writer:
                 _sub(user, "Organization", text=organisations[s.user_id])
         protocol = self.registry.protocol
         effective = (protocol.start_date.isoformat() if protocol and protocol.start_date
-                     else (self.log.envelopes[0].occurred_at[:10] if self.log.envelopes else "1970-01-01"))
-        for site in self._sites():
+                     else (first.occurred_at[:10] if (first := self.log.first_envelope) else "1970-01-01"))
+        for site in sites:
             loc = _sub(admin, "Location", {"OID": f"LOC.{site}", "Name": site, "LocationType": "Site"})
             _sub(loc, "MetaDataVersionRef", {"StudyOID": self.study, "MetaDataVersionOID": self.mdv,
                                              "EffectiveDate": effective})
@@ -228,27 +250,28 @@ class _Writer:
 
     def _organisations(self) -> dict[str, str]:
         found: dict[str, str] = {}
-        for env in self.log.envelopes:
-            if env.type == "SignerRegistered" and env.data.get("organisation"):
-                found[str(env.data["user_id"])] = str(env.data["organisation"])
+        for _position, user, organisation in sorted(self.registrations):
+            found[user] = organisation
         return found
 
-    def _sites(self) -> list[str]:
-        return sorted({"SPONSOR", *(self._site(p) for p in self.log.participants)})
+    @staticmethod
+    def _registrations(stream: Pairs) -> list[tuple[int, str, str]]:
+        """(position, user, organisation) of every registration naming an organisation, in any stream."""
+        return [(record.position, str(env.data["user_id"]), str(env.data["organisation"])) for record, env in stream
+                if env.type == "SignerRegistered" and env.data.get("organisation")]
 
-    def _site(self, participant: str) -> str:
-        stream = self.log.stream(participant)
+    @staticmethod
+    def _site(stream: Pairs) -> str:
         return str(stream[0][1].data.get("site", "SITE")) if stream else "SITE"
 
     # -- clinical data ----------------------------------------------------------------------
 
-    def _subject(self, participant: str) -> ET.Element:
-        site = self._site(participant)
+    def _subject(self, participant: str, stream: Pairs, site: str) -> ET.Element:
         subject = _el("SubjectData", {"SubjectKey": participant, "TransactionType": "Insert"})
         _sub(subject, "SiteRef", {"LocationOID": f"LOC.{site}"})
         event = _sub(subject, "StudyEventData", {"StudyEventOID": "SE.TRIAL", "TransactionType": "Upsert"})
         originals: dict[str, Envelope] = {}
-        for record, env in self.log.stream(participant):
+        for record, env in stream:
             originals[env.event_id] = env
             placed = self._place(env, originals)
             if placed is None:
@@ -257,7 +280,7 @@ class _Writer:
             fd = _sub(event, "FormData", {"FormOID": f"F.{form}", "FormRepeatKey": key,
                                            "TransactionType": "Upsert"})
             fd.append(self._group(form, key, kind, items, env, record, site))
-        for n, deviation in enumerate(self.log.deviation_rows(participant), 1):
+        for n, deviation in enumerate(self.log.deviation_rows(participant, stream), 1):
             key = f"DEV.{n}"
             fd = _sub(event, "FormData", {"FormOID": f"F.{DERIVED}", "FormRepeatKey": key,
                                            "TransactionType": "Upsert"})

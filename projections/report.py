@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import IO, Any
+
+from markupsafe import Markup
 
 
 from domain.signers import STUDY_STREAM
@@ -23,7 +28,7 @@ from ledger.verdict import judge
 from projections import audit as audit_rows
 from projections import datamanagement as dm
 from projections.consents import consent_rows, document_rows
-from projections.verified_log import VerifiedLog
+from projections.verified_log import SummaryTally, VerifiedLog
 from projections.witnessed import WitnessedTimes
 
 DOSING = (-30, 20)     # days shown in the left panel
@@ -102,8 +107,8 @@ def checkpoint_view(log: VerifiedLog) -> dict[str, Any] | None:
     view["tree_size"] = cp.size
     if root_public is None:
         view["status"] = "the log has no root key to check it with"
-    elif cp.size > len(log.records):
-        view["status"] = f"covers {cp.size} events but the log holds {len(log.records)}"
+    elif cp.size > log.size:
+        view["status"] = f"covers {cp.size} events but the log holds {log.size}"
     elif log.merkle_root(cp.size) != cp.root:
         view["status"] = f"its root does not match the first {cp.size} events of the log"
     else:
@@ -112,55 +117,122 @@ def checkpoint_view(log: VerifiedLog) -> dict[str, Any] | None:
     return view
 
 
+class _Spool:
+    """Rendered HTML kept on disk until the page's head (which needs every participant's totals) is written."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115 - closed by read
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+
+    def read(self) -> Iterator[Markup]:
+        self.file.seek(0)
+        while chunk := self.file.read(self.CHUNK):
+            yield Markup(chunk)  # rendered (and escaped) by the template's macros, read back verbatim
+        self.file.close()
+
+
+class _Labels:
+    """What a correction changed ("FBG"), from the entry in the participant's own stream, or (an entry of
+    another stream) from that stream's verified read."""
+
+    def __init__(self, log: VerifiedLog, stream: list[tuple[Any, Any]]):
+        self.log = log
+        self.own = {env.event_id: (env.type, env.data) for _r, env in stream}
+
+    def __call__(self, event_id: str | None) -> str:
+        if not event_id:
+            return ""
+        found = self.own.get(event_id)
+        if found is None:
+            record = self.log.source.record_by_event_id(event_id)
+            if record is None:
+                return ""
+            env = record.envelope()
+            found = (env.type, env.data)
+        return audit_rows.entry_label(*found)
+
+
 def build(log: VerifiedLog, as_of: datetime | None = None) -> str:
-    """The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``)."""
+    """The report as one string (tests, small logs); ``write`` streams it."""
+    out = io.StringIO()
+    write(log, out, as_of)
+    return out.getvalue()
+
+
+def write(log: VerifiedLog, out: IO[str], as_of: datetime | None = None) -> None:
+    """The report as a pure function of a verified log; see ``stages``."""
+    for _participant in stages(log, out, as_of):
+        pass
+
+
+def stages(log: VerifiedLog, out: IO[str], as_of: datetime | None = None) -> Iterator[str]:
+    """Write the report, yielding after each participant (the package drives it in step with the ODM
+    writer, so each participant's stream is read and its deviations folded once for both).
+
+    The report as a pure function of a verified log (the whole log, or its prefix up to ``as_of``).
+
+    Participants are read, folded and rendered one at a time into spools (their sections, deviation
+    rows and AE rows); the study totals they add up to are then rendered at the top of the page and
+    the spools copied in after them. Memory holds one participant, never the log.
+    """
     registry = log.registry
-    labels = {env.event_id: audit_rows.entry_label(env.type, env.data) for env in log.envelopes}
-    audit_of: dict[str, list[dict[str, Any]]] = {}
-    witnessed = WitnessedTimes.from_log([e for e in log.envelopes if e.stream == STUDY_STREAM],
-                                        log.witness_notes(), log.records)
-    dm_view = dm.DataManagement.fold(log.records)
+    protocol = registry.protocol
+    witnessed = WitnessedTimes.from_log([env for _r, env in log.study], log.witness_notes(), log.records())
     now = as_of or parse_time(log.head_recorded_at)  # query ages as of the log, never the wall clock
-    for row in log.audit():
-        if row["participant"]:
-            row.update(witnessed.interval(row["position"]))
-            row["what"] = labels.get(row["target_event_id"] or "", "")  # "FBG" of "FBG value: 6.2 → 7.2"
-            audit_of.setdefault(row["participant"], []).append(row)
-    participants: list[dict[str, Any]] = []
+    from jinja2 import Environment, PackageLoader, select_autoescape  # loaded by the report only, not every command
+
+    env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
+    parts: Any = env.get_template("report_parts.html.j2").module  # its macros: participant, deviation_row, ae_row
+    sections, deviation_rows, ae_rows = _Spool(), _Spool(), _Spool()
+    tally = SummaryTally()
+    dm_totals = dm.Totals(dm.DataManagement.fold(r for r, _e in log.study))
     for pid in log.participants:
-        st = log.state(pid)
-        devs = log.deviation_rows(pid)
+        stream = log.stream(pid)
+        st = log.state(pid, stream)
+        tally.add(st, log.deviations(pid, stream))
+        devs = log.deviation_rows(pid, stream)
         st["deviations"] = devs
-        participants.append({"id": pid, "state": st, "deviations": devs, "audit": audit_of.get(pid, []),
-                             "timeline": timeline(st, devs, registry.protocol),
-                             "consents": consent_rows(st, registry.documents),
-                             "dm": dm.participant_summary(dm_view, pid, now=now)})
-    deviations = [d for p in participants for d in p["deviations"]]
-    aes = []
-    for p in participants:
-        for ae_id, ae in sorted(p["state"].get("adverse_events", {}).items()):
+        label = _Labels(log, stream)
+        audit = []
+        for row in log.participant_audit(pid, stream):
+            row.update(witnessed.interval(row["position"]))
+            row["what"] = label(row["target_event_id"])  # "FBG" of "FBG value: 6.2 → 7.2"
+            audit.append(row)
+        dm_view = dm_totals.participant(pid, (r for r, _e in stream), now)
+        p = {"id": pid, "state": st, "deviations": devs, "audit": audit,
+             "timeline": timeline(st, devs, protocol), "consents": consent_rows(st, registry.documents),
+             "dm": dm.participant_summary(dm_view, pid, now=now)}
+        sections.write(parts.participant(p))
+        for d in devs:
+            deviation_rows.write(parts.deviation_row(d))
+        for ae_id, ae in sorted(st.get("adverse_events", {}).items()):
             recorded, aware = parse_time(ae.get("recorded_at"), aware=False), parse_time(ae.get("awareness_at"),
                                                                                       aware=False)
             lag = None
             with contextlib.suppress(TypeError):  # one aware, one naive: no lag shown
                 lag = recorded - aware if recorded and aware else None
-            aes.append({"participant": p["id"], "ae_id": ae_id, **ae,
-                        "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)})
+            ae_rows.write(parts.ae_row({"participant": pid, "ae_id": ae_id, **ae,
+                                        "lag_hours": None if lag is None else round(lag.total_seconds() / 3600, 1)},
+                                       protocol))
+        yield pid
     report = log.report
-    from jinja2 import Environment, PackageLoader, select_autoescape  # loaded by the report only, not every command
-
-    env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]))
     template = env.get_template("report.html.j2")
-    return template.render(
-        study=registry.study_id, protocol=registry.protocol, icf_versions=log.icf_versions,
-        summary=log.summary(), verify=report, verdict=judge(report),
-        root_fingerprint=report.root_fingerprint, checkpoint=checkpoint_view(log), participants=participants,
-        deviations=deviations, aes=aes, signers=list(registry.signers.values()), as_of=as_of,
-        generated=log.head_recorded_at, head_position=log.records[-1].position if log.records else 0,
-        tree_size=len(log.records), tree_root=log.merkle_root(len(log.records)).hex(), study_stream=STUDY_STREAM,
+    for text in template.generate(
+        study=registry.study_id, protocol=protocol, icf_versions=log.icf_versions,
+        summary=tally.result(registry), verify=report, verdict=judge(report),
+        root_fingerprint=report.root_fingerprint, checkpoint=checkpoint_view(log),
+        participant_sections=sections.read(), deviation_rows=deviation_rows.read(), ae_rows=ae_rows.read(),
+        signers=list(registry.signers.values()), as_of=as_of,
+        generated=log.head_recorded_at, head_position=log.head_position,
+        tree_size=log.size, tree_root=(log.merkle_root(log.size) or b"").hex(), study_stream=STUDY_STREAM,
         documents=document_rows(registry.documents), witnesses=witnessed.latest(),
-        dm_totals=dm_view.totals(now=now),
-    )
+        dm_totals=dm_totals.result(),
+    ):
+        out.write(text)
 
 
 def failed_page(reason: str) -> str:

@@ -33,6 +33,7 @@ from ledger.verified_store import (
 from projections import audit as audit_rows
 from projections import state as states
 from projections.summary import counts, summarise
+from projections.verified_log import TargetStates
 
 
 def open_verified(store: Store, *, jobs: int | None = None, checkpoints: bool = False) -> VerifiedProjections:
@@ -118,22 +119,25 @@ class VerifiedProjections:
 
     # -- audit trail --------------------------------------------------------------------------
 
+    def _stream_pairs(self, stream: str) -> list[tuple[Any, Envelope]]:
+        return _decoded(self.vstore.stream_records(stream))
+
     def audit(self, *, participant: str | None = None, user: str | None = None, type_name: str | None = None,
               since_us: int | None = None, until_us: int | None = None) -> Iterator[dict[str, Any]]:
         """Audit rows in log order, each from a verified event (so every signature verified)."""
         registry = SignerRegistry()
-        entries: dict[str, dict[str, dict[str, Any]]] = {}
+        # A correction's old value: the target's data folded from its stream's verified read up to the
+        # change (a few streams kept), so memory holds no entry of the whole log.
+        targets = TargetStates(self._stream_pairs, empty=lambda _s: {}, apply=lambda known, env, _p: _track(known, env),
+                               entry=lambda known, event_id: dict(known[event_id]) if event_id in known else None)
         for record in self.vstore.records():
             env = record.envelope()
             signer = _signer(registry, env)
             target_data = None
             if env.stream == STUDY_STREAM:
                 registry.observe(env)
-            else:
-                known = entries.setdefault(env.stream, {})
-                target = known.get(str(env.data.get("target_event_id")))
-                target_data = dict(target) if target is not None else None
-                _track(known, env)
+            elif env.type in ("EntryCorrected", "EntryVoided"):
+                target_data = targets.data(record, env)
             if participant is not None and env.stream != participant:
                 continue
             for row in audit_rows.rows_for(record, env, signer, True, target_data):
@@ -146,6 +150,10 @@ class VerifiedProjections:
                 if until_us is not None and row["recorded_us"] > until_us:
                     continue
                 yield {k: row[k] for k in audit_rows.COLUMNS}
+
+
+def _decoded(records: list[Any]) -> list[tuple[Any, Envelope]]:
+    return [(r, r.envelope()) for r in records]
 
 
 def _track(entries: dict[str, dict[str, Any]], env: Envelope) -> None:

@@ -266,3 +266,53 @@ def test_reads_never_break_on_a_nul_already_stored(trial: Trial, keys: Keys, run
     assert run("verify").exit_code == 0
     for name, (code, _text) in inspector_outputs(run, tmp_path, ids["sae"]).items():
         assert code == 0, name
+
+
+def test_a_row_changed_after_the_verify_pass_stops_every_streamed_output(trial: Trial, keys: Keys,
+                                                                          tmp_path: Path) -> None:
+    """Report, ODM and CSV read the log back after verifying it: a row rewritten in between (its hash made
+    consistent, so only the verified pass's binding can tell) stops the output with IntegrityFailure."""
+    import io
+
+    import pytest
+
+    from ledger.chain import link_hash
+    from ledger.errors import IntegrityFailure
+    from projections.log_source import load
+    from projections.odm import write_odm
+    from projections.package import write_audit_csv
+    from projections.report import write as write_report
+    from tests.attack import events, pos_col
+
+    ids = scenario(trial, keys)
+    log = load(trial.store)
+    store = as_owner(trial.store)
+    real = next(r for r in all_rows(store) if r.event_id == ids["lab S01-002"])
+    forged = forged_state(real, data={"value": 666.0})
+    store.execute_raw(f"UPDATE {events(store)} SET state = ?, hash = ? WHERE {pos_col(store)} = ?",
+                      (forged, link_hash(forged, real.prev_hash), real.position))
+    for write in (write_report, write_odm, write_audit_csv):
+        out = io.StringIO()
+        with pytest.raises(IntegrityFailure):
+            write(log, out)  # type: ignore[operator]
+        assert "666" not in out.getvalue(), write
+
+
+def test_a_failed_report_or_export_leaves_no_partial_file(trial: Trial, keys: Keys, run: Cli,
+                                                           tmp_path: Path) -> None:
+    """Outputs are written to a temporary file renamed only on success: a failure leaves the FAILED page
+    (report) or nothing (exports), and no temporary file."""
+    from tests.attack import events, pos_col
+
+    ids = scenario(trial, keys)
+    out = tmp_path / "r.html"
+    assert run("report", "--out", str(out)).exit_code == 0
+    store = as_owner(trial.store)
+    real = next(r for r in all_rows(store) if r.event_id == ids["lab S01-002"])
+    store.execute_raw(f"UPDATE {events(store)} SET state = ? WHERE {pos_col(store)} = ?",
+                      (forged_state(real, data={"value": 666.0}), real.position))
+    assert run("export", "--format", "odm", "--out", str(tmp_path / "o.xml")).exit_code == 1
+    assert not (tmp_path / "o.xml").exists()
+    r = run("report", "--out", str(out))
+    assert r.exit_code == 1 and "FAILED" in out.read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
