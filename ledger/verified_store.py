@@ -49,7 +49,18 @@ def _stream_digest() -> hashlib._Hash:
 
 
 def _bind(digest: hashlib._Hash, record: Record) -> None:
-    digest.update(record.position.to_bytes(8, "big", signed=True) + record.hash)
+    """Every column a reader may use: ``state`` and ``prev_hash`` are bound through ``hash`` (re-hashed on read).
+
+    The header columns are unsigned copies ``verify`` checked against the
+    envelope, and ``signature`` is what a package exports, so a change to
+    any of them after verification must fail the read-back too.
+    """
+    header = (record.position, record.stream, record.stream_position, record.type, record.event_id, record.key_id)
+    digest.update(repr(header).encode() + b"\0" + _raw(record.hash) + b"\0" + _raw(record.signature))
+
+
+def _raw(value: object) -> bytes:
+    return value if isinstance(value, bytes) else repr(value).encode()  # a damaged column: verify reports it
 
 
 @dataclass
@@ -59,7 +70,8 @@ class Binding:
     head_position: int = 0
     head_hash: bytes = GENESIS_PREV_HASH
     rows: int = 0
-    marks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # row count -> (position, hash)
+    marks: dict[int, tuple[int, bytes, bytes]] = field(default_factory=dict)  # rows -> (position, hash, page digest)
+    tail: bytes = b""  # digest of the rows after the last mark
     streams: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # stream -> (length, digest)
     roots: dict[int, bytes] = field(default_factory=dict)  # tree size -> root
 
@@ -109,6 +121,7 @@ class VerifiedStore:
         digests: dict[str, tuple[int, hashlib._Hash]] = {}
         compact = CompactRange()
         last: list[Record] = []
+        page = [_stream_digest()]
 
         def observed(records: Iterator[Record]) -> Iterator[Record]:
             for record in records:
@@ -117,8 +130,10 @@ class VerifiedStore:
                 compact.append(leaf_hash(record.hash))
                 if compact.size in wanted:
                     binding.roots[compact.size] = compact.root()
+                _bind(page[0], record)
                 if binding.rows % MARK_EVERY == 0:
-                    binding.marks[binding.rows] = (record.position, record.hash)
+                    binding.marks[binding.rows] = (record.position, record.hash, page[0].digest())
+                    page[0] = _stream_digest()
                 length, digest = digests.get(record.stream, (0, _stream_digest()))
                 _bind(digest, record)
                 digests[record.stream] = (length + 1, digest)
@@ -135,6 +150,7 @@ class VerifiedStore:
         report.tree_size, report.tree_root = compact.size, compact.root()
         binding.head_position, binding.head_hash = report.head_position, report.head_hash
         binding.streams = {s: (n, d.digest()) for s, (n, d) in digests.items()}
+        binding.tail = page[0].digest()
         # A registered log key may sign checkpoints too (its old ones still count after revocation).
         keys: list[bytes] = getattr(authority, "checkpoint_keys", lambda **_: [])(include_revoked=True)
         opened = cls(store, report, binding, authority.root_public, keys)
@@ -152,6 +168,7 @@ class VerifiedStore:
         """
         b = self.binding
         page: list[Record] = []
+        digest = _stream_digest()
         prev, count = GENESIS_PREV_HASH, 0
         for record in self.store.records(after=FIRST_ID, until=b.head_position):
             if record.prev_hash != prev or link_hash(record.state, record.prev_hash) != record.hash:
@@ -159,12 +176,13 @@ class VerifiedStore:
             prev = record.hash
             count += 1
             page.append(record)
+            _bind(digest, record)
             if count in b.marks:
-                if b.marks[count] != (record.position, record.hash):
+                if b.marks[count] != (record.position, record.hash, digest.digest()):
                     raise self._changed(record.position)
                 yield from self._window(page, after, until)
-                page = []
-        if (count, prev) != (b.rows, b.head_hash):
+                page, digest = [], _stream_digest()
+        if (count, prev, digest.digest()) != (b.rows, b.head_hash, b.tail):
             raise self._changed(b.head_position)
         yield from self._window(page, after, until)
 

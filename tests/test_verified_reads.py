@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM
 from projections.projector import Projections
@@ -316,3 +318,27 @@ def test_a_failed_report_or_export_leaves_no_partial_file(trial: Trial, keys: Ke
     r = run("report", "--out", str(out))
     assert r.exit_code == 1 and "FAILED" in out.read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+@pytest.mark.parametrize("column", ["signature", "originator_version", "event_id", "key_id"])
+def test_a_header_column_changed_after_the_verify_pass_fails_the_read_back(trial: Trial, keys: Keys,
+                                                                            column: str) -> None:
+    """Only ``state`` is signed; the header columns are copies verify checked. A copy changed between the
+    verify pass and the read-back (stream position, event id, key id, or the signature a package exports)
+    must fail both the stream read and the global replay, never be shown."""
+    from domain.signers import SignerRegistry
+    from ledger.errors import IntegrityFailure
+    from ledger.verified_store import VerifiedStore
+    from tests.attack import events, pos_col
+
+    ids = scenario(trial, keys)
+    vstore = VerifiedStore.open(trial.store, SignerRegistry(), jobs=1)
+    store = as_owner(trial.store)
+    real = next(r for r in all_rows(store) if r.event_id == ids["lab S01-002"])
+    value = {"signature": bytes(64), "originator_version": real.stream_position + 1000,
+             "event_id": "00000000-0000-4000-8000-000000000000", "key_id": "k" * 16}[column]
+    store.execute_raw(f"UPDATE {events(store)} SET {column} = ? WHERE {pos_col(store)} = ?", (value, real.position))
+    with pytest.raises(IntegrityFailure):
+        vstore.stream_records(real.stream)
+    with pytest.raises(IntegrityFailure):
+        list(vstore.records())
