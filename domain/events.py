@@ -347,6 +347,7 @@ CATALOGUE: dict[str, EventType] = {
 
 # Withdrawal and completion end a participant's course (SPEC §4).
 TERMINAL = ("ParticipantWithdrawn", "ParticipantCompleted")
+ADVERSE_EVENTS = ("AdverseEventReported", "AdverseEventUpdated")
 # Safety follow-up continues after a lock, a withdrawal or a completion (SPEC §4, §11).
 SAFETY_FOLLOW_UP = ("AdverseEventReported", "AdverseEventUpdated", "SafetyReportSubmitted")
 # Data management and record keeping about entries, not procedures on the participant.

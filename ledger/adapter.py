@@ -137,12 +137,16 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         row = c.fetchone()
         return bytes(row[0]) if row else None
 
-    def insert_sealed(self, c: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
-        ids = []
+    def insert_sealed(self, c: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal], *,
+                      ids: bool = True) -> list[int]:
+        if not ids:  # an import's batch: nobody reads the ids, and one statement is faster
+            c.executemany(self.insert_events_statement, stored_values(stored_events, seals))
+            return []
+        positions = []
         for values in stored_values(stored_events, seals):
             c.execute(self.insert_events_statement, values)
-            ids.append(c.lastrowid)
-        return ids
+            positions.append(c.lastrowid)
+        return positions
 
 
 @functools.cache
@@ -217,7 +221,8 @@ def _postgres() -> tuple[type[Any], type[InfrastructureFactory[Any]]]:
             row = curs.fetchone()
             return bytes(row["state"]) if row else None
 
-        def insert_sealed(self, curs: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal]) -> list[int]:
+        def insert_sealed(self, curs: Any, stored_events: Sequence[StoredEvent], seals: Sequence[Seal], *,
+                          ids: bool = True) -> list[int]:
             """Insert with RETURNING; the library's caller fetches the ids."""
             columns = list(zip(*stored_values(stored_events, seals), strict=True))
             curs.execute(self.insert_events_statement, [list(col) for col in columns])
@@ -398,7 +403,7 @@ class Backend:
         return state
 
     def insert_sealed(self, c: Any, stored: Sequence[StoredEvent], seals: Sequence[Seal]) -> None:
-        self.recorder.insert_sealed(c, stored, seals)
+        self.recorder.insert_sealed(c, stored, seals, ids=False)
 
     def stream(self, stream: str, lte: int | None = None) -> list[bytes]:
         with self.translated():

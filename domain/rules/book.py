@@ -116,9 +116,8 @@ class DeviationBook:
         last = self.entries[-1].position if self.entries else None
         self.entries.append(entry)
         env = entry.envelope
-        target = env.data.get("target_event_id")
-        if env.type in EDITS and isinstance(target, str):
-            self._targets.add(target)
+        if env.type in EDITS:
+            self._targets.update(edit_targets(env.data))
         plain = (self._views and last is not None and entry.position > last and env.type not in EDITS
                  and env.event_id not in self._targets and env.event_id not in self.times
                  and self._versions_at(entry.position) == self._in_force)
@@ -236,6 +235,17 @@ class DeviationBook:
             t.resolved_who, t.resolved_why = who, why
             changes.append(t)
         return changes
+
+
+def edit_targets(data: dict[str, Any]) -> list[str]:
+    """Every event id an edit may name: its target, and one a correction of an edit would give it.
+
+    Rules read an edit's corrected data, so an edit whose target is corrected
+    to an id not yet in the log must make that id's arrival a fresh judgement.
+    """
+    changes = data.get("changes")
+    named = [data.get("target_event_id"), changes.get("target_event_id") if isinstance(changes, dict) else None]
+    return [t for t in named if isinstance(t, str)]
 
 
 @functools.cache

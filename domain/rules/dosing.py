@@ -59,7 +59,7 @@ def _missing_doses(h: History, given: dict[int, Fact]) -> Iterator[Deviation]:
         evidence: Fact | None = later_doses[0] if later_doses else None
         if evidence is None and d1 is not None:
             window_end = d1.day + timedelta(days=spec.day + spec.plus)
-            evidence = next((f for f in h.facts if f.day > window_end), None)
+            evidence = h.first_dated_after(window_end)
             if evidence is not None and any(w.date() <= window_end for w in withdrawn):
                 evidence = None
         if evidence is not None:
@@ -80,12 +80,13 @@ def dose_product_checks(h: History) -> Iterator[Deviation]:
 
 
 def could_be_missing_dose_evidence(h: History, fact: Fact) -> bool:
-    """A fact dated after the earliest dose window closes may be the first evidence that a dose was missed."""
+    """A fact dated after a dose window closed, that dose not given, may be the first evidence it was missed."""
     d1 = h.dose1()
-    if d1 is None or not h.protocol.doses:
+    if d1 is None:
         return False
-    first_close = min(spec.day + spec.plus for spec in h.protocol.doses)
-    return fact.day > d1.day + timedelta(days=first_close)
+    given = {n for dose in h.of("InfusionAdministered") if isinstance(n := dose.data.get("dose_number"), int)}
+    closes = [spec.day + spec.plus for spec in h.protocol.doses if spec.number not in given]
+    return bool(closes) and fact.day > d1.day + timedelta(days=min(closes))
 
 
 DOSE_NOT_ALLOWED = Rule(dose_not_allowed, reads("InfusionAdministered", "Enrolled", "EligibilityConfirmed",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 from collections.abc import Sequence
 
@@ -84,6 +84,10 @@ def _time(text: str) -> datetime | None:
 def clinical_order(fact: Fact) -> tuple[datetime, int]:
     """Rules read facts by clinical time; the log position breaks ties, so the order is total."""
     return fact.occurred, fact.position
+
+
+def _occurred(fact: Fact) -> datetime:
+    return fact.occurred
 
 
 def _insert(facts: list[Fact], fact: Fact) -> None:
@@ -179,6 +183,15 @@ class History:
     def first(self, type_name: str) -> Fact | None:
         found = self.of(type_name)
         return found[0] if found else None
+
+    def first_dated_after(self, day: date) -> Fact | None:
+        """The first fact in clinical order whose own calendar date is after ``day``, without a scan from the start.
+
+        A fact dated after ``day`` in its own offset (always under 24 h) happened
+        after ``day`` began in UTC, so every earlier instant is skipped by bisection.
+        """
+        start = bisect.bisect_left(self.facts, datetime.combine(day, time(0), tzinfo=UTC), key=_occurred)
+        return next((self.facts[i] for i in range(start, len(self.facts)) if self.facts[i].day > day), None)
 
     def dose1(self) -> Fact | None:
         return next((f for f in self.of("InfusionAdministered") if f.data.get("dose_number") == 1), None)

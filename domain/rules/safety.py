@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from domain.events import ADVERSE_EVENTS
 from domain.rules.history import Deviation, Fact, History
 from domain.rules.rule import Rule, reads
 
@@ -38,7 +39,7 @@ def _aware(text: object, fallback: datetime) -> datetime:
 
 def susar_report_overdue(h: History) -> Iterator[Deviation]:
     aes: dict[str, tuple[Fact, dict[str, Any]]] = {}
-    for f in h.of("AdverseEventReported", "AdverseEventUpdated"):
+    for f in h.of(*ADVERSE_EVENTS):
         ae = str(f.data.get("ae_id"))
         first, values = aes.get(ae, (f, {}))
         values.update({k: v for k, v in f.data.items() if v is not None})
@@ -57,11 +58,13 @@ def susar_report_overdue(h: History) -> Iterator[Deviation]:
                               f"(due {deadline.isoformat()})")
 
 
-def _after_an_adverse_event(h: History, fact: Fact) -> bool:
-    """Any later entry may be the first to show that an expedited report's time has passed."""
-    return h.has("AdverseEventReported", "AdverseEventUpdated")
+def _after_a_serious_adverse_event(h: History, fact: Fact) -> bool:
+    """Once a serious AE is on record, any later entry may be the first to show its report's time has passed.
+
+    Only a SUSAR has a clock, and an AE is serious only if one of its entries says so.
+    """
+    return any(f.data.get("serious") is True for f in h.of(*ADVERSE_EVENTS))
 
 
-SUSAR_REPORT_OVERDUE = Rule(susar_report_overdue, reads("AdverseEventReported", "AdverseEventUpdated",
-                                                         "SafetyReportSubmitted"),
-                            again=_after_an_adverse_event)
+SUSAR_REPORT_OVERDUE = Rule(susar_report_overdue, reads(ADVERSE_EVENTS, "SafetyReportSubmitted"),
+                            again=_after_a_serious_adverse_event)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from domain.events import RECORD_KEEPING, SAFETY_FOLLOW_UP, TERMINAL
+from domain.events import ADVERSE_EVENTS, RECORD_KEEPING, SAFETY_FOLLOW_UP, TERMINAL
 from domain.rules.history import Deviation, Fact, History
 from domain.rules.rule import Rule, reads
 
@@ -24,7 +24,7 @@ def terminal_fact(h: History) -> tuple[str, datetime, Fact] | None:
     for f in h.of(*TERMINAL):
         found.append((f.occurred, "withdrawn" if f.type == "ParticipantWithdrawn" else "completed", f))
     grades: dict[str, tuple[Fact, object]] = {}
-    for f in h.of("AdverseEventReported", "AdverseEventUpdated"):
+    for f in h.of(*ADVERSE_EVENTS):
         ae = str(f.data.get("ae_id"))
         onset = grades[ae][0] if ae in grades else f
         grades[ae] = (onset, f.data.get("grade", grades[ae][1] if ae in grades else None))
@@ -55,13 +55,20 @@ def _after(terminal: tuple[str, datetime, Fact], h: History, f: Fact) -> Iterato
 
 
 def _procedure_after_terminal_each(h: History, f: Fact) -> Iterator[Deviation]:
-    if not h.has(*TERMINAL, "AdverseEventReported", "AdverseEventUpdated"):
+    if not h.has(*TERMINAL, *ADVERSE_EVENTS):
         return
     terminal = terminal_fact(h)
     if terminal is not None:
         yield from _after(terminal, h, f)
 
 
-PROCEDURE_AFTER_TERMINAL = Rule(procedure_after_terminal, reads(TERMINAL, "AdverseEventReported",
-                                                                "AdverseEventUpdated"),
-                                each=_procedure_after_terminal_each)
+def _may_change_death(h: History, f: Fact) -> bool:
+    """An adverse event changes who is dead only if this entry or another of the same AE says grade 5."""
+    if f.type not in ADVERSE_EVENTS:
+        return False
+    ae = str(f.data.get("ae_id"))
+    return any(g.data.get("grade") == 5 for g in h.of(*ADVERSE_EVENTS) if str(g.data.get("ae_id")) == ae)
+
+
+PROCEDURE_AFTER_TERMINAL = Rule(procedure_after_terminal, reads(TERMINAL), each=_procedure_after_terminal_each,
+                                again=_may_change_death)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+from domain.events import ADVERSE_EVENTS
 from domain.rules.history import Deviation, Fact, History
-from domain.rules.rule import Rule, reads
+from domain.rules.rule import Rule
 from domain.timeutil import parse_time
 
 
@@ -24,17 +25,20 @@ def _late(h: History, f: Fact) -> Iterator[Deviation]:
 
 
 def serious_ae_late(h: History) -> Iterator[Deviation]:
-    limit = timedelta(hours=h.protocol.sae_report_hours)
-    for f in h.of("AdverseEventReported", "AdverseEventUpdated"):
-        if f.data.get("serious") is not True:
-            continue
-        aware = parse_time(f.data.get("awareness_at")) or f.occurred
-        lag = f.recorded - aware
-        if lag > limit:
-            yield h.deviation("serious_ae_late", True, [f],
-                              f"serious AE {f.data.get('ae_id')} entered {lag.total_seconds() / 3600:.1f} h "
-                              f"after awareness (limit {h.protocol.sae_report_hours:g} h)")
+    for f in h.of(*ADVERSE_EVENTS):
+        yield from _serious_late(h, f)
+
+
+def _serious_late(h: History, f: Fact) -> Iterator[Deviation]:
+    if f.type not in ADVERSE_EVENTS or f.data.get("serious") is not True:
+        return
+    aware = parse_time(f.data.get("awareness_at")) or f.occurred
+    lag = f.recorded - aware
+    if lag > timedelta(hours=h.protocol.sae_report_hours):
+        yield h.deviation("serious_ae_late", True, [f],
+                          f"serious AE {f.data.get('ae_id')} entered {lag.total_seconds() / 3600:.1f} h "
+                          f"after awareness (limit {h.protocol.sae_report_hours:g} h)")
 
 
 LATE_ENTRY = Rule(late_entry, each=_late)
-SERIOUS_AE_LATE = Rule(serious_ae_late, reads("AdverseEventReported", "AdverseEventUpdated"))
+SERIOUS_AE_LATE = Rule(serious_ae_late, each=_serious_late)
