@@ -202,3 +202,26 @@ def test_a_long_participant_is_judged_in_linear_time() -> None:
         object.__setattr__(consent.PROCEDURE_BEFORE_CONSENT, "judge", original)
     assert calls == 1  # the first event is judged afresh; every later lab only adds its own finding
     assert len(book.tracked) == 10_000  # every lab before any consent is flagged, once
+
+
+def _entry(position: int, type_name: str, data: dict[str, Any], day: int, event_id: str | None = None) -> Entry:
+    occurred = DAY0 + timedelta(days=day)
+    return Entry(Envelope(event_id=event_id or str(uuid.uuid4()), type=type_name, stream="S01-001",
+                          position=position - 100, occurred_at=occurred.isoformat(),
+                          recorded_at=(occurred + timedelta(hours=1)).astimezone(UTC).isoformat(), author="inv1",
+                          key_id="k", meaning="authorship", data=data), position)
+
+
+def test_an_edit_whose_target_a_correction_changes_is_judged_when_that_target_arrives() -> None:
+    """Found by review: rules read an edit's corrected data, so a void corrected to name an entry not yet in the
+    log must make that entry's arrival a fresh judgement (it raises dosing_record_edited from scratch)."""
+    script: list[Entry | ProtocolVersion] = [
+        _entry(101, "ConsentSigned", {"icf_version": "1.0"}, -5),
+        _entry(102, "EntryVoided", {"target_event_id": "nothing-yet"}, -4, "E2"),
+        _entry(103, "EntryCorrected", {"target_event_id": "E2", "changes": {"target_event_id": "X"}}, -4),
+        _entry(104, "InfusionAdministered", {"dose_number": 1, "identity_checked": True,
+                                             "route": "intra-arterial-pancreatic"}, 0, "X"),
+    ]
+    expected = replay(ReferenceBook("S01-001", [GENESIS]), script)
+    assert "dosing_record_edited" in {t["kind"] for t in expected}
+    assert replay(DeviationBook("S01-001", [GENESIS]), script) == expected
