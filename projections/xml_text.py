@@ -30,12 +30,7 @@ def escape_text(text: str) -> str:
 def escape_attrib(text: str) -> str:
     """An attribute value as ElementTree escapes it: also ``"``, and CR, LF, TAB as ``&#13;`` ``&#10;`` ``&#09;``
     (a parser would otherwise normalise them to spaces, and the value read back would differ)."""
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
+    text = escape_text(text)
     if '"' in text:
         text = text.replace('"', "&quot;")
     if "\r" in text:
