@@ -28,7 +28,7 @@ from typing import Any
 
 import domain.rules as rules
 from domain.protocol import Protocol
-from domain.rules.history import Deviation, Entry, Fact, History, IcfVersion, _time
+from domain.rules.history import Deviation, Entry, Fact, History, IcfVersion, _time, entry_times
 
 # A deviation is the same one while the same rule flags the same events; its message is kept as raised.
 Key = tuple[str, tuple[str, ...]]
@@ -155,10 +155,7 @@ class DeviationBook:
     def _judge_new_fact(self, entry: Entry) -> list[Tracked]:
         """A plain new fact: add it to each view's history and re-run only the rules it can change (rule.py)."""
         env = entry.envelope
-        parsed = self.times.get(env.event_id)
-        if parsed is None:
-            parsed = self.times[env.event_id] = (_time(env.occurred_at), _time(env.recorded_at))
-        occurred, recorded = parsed
+        occurred, recorded = entry_times(env, self.times)
         if occurred is None or recorded is None:
             return []  # not a fact: History.build leaves it out, so no rule sees it
         # No edit targets it, so it is its own original: one read-only value serves both.

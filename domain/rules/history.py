@@ -81,6 +81,17 @@ def _time(text: str) -> datetime | None:
     return parse_time(text)
 
 
+def entry_times(env: Envelope, times: dict[str, tuple[datetime | None, datetime | None]] | None,
+                ) -> tuple[datetime | None, datetime | None]:
+    """An entry's (occurred, recorded), parsed once and kept in ``times`` (the book folds each entry many times)."""
+    parsed = times.get(env.event_id) if times is not None else None
+    if parsed is None:
+        parsed = (_time(env.occurred_at), _time(env.recorded_at))
+        if times is not None:
+            times[env.event_id] = parsed
+    return parsed
+
+
 def clinical_order(fact: Fact) -> tuple[datetime, int]:
     """Rules read facts by clinical time; the log position breaks ties, so the order is total."""
     return fact.occurred, fact.position
@@ -125,12 +136,7 @@ class History:
         facts, originals = [], {}
         for entry in entries:
             env = entry.envelope
-            parsed = times.get(env.event_id) if times is not None else None
-            if parsed is None:
-                parsed = (_time(env.occurred_at), _time(env.recorded_at))
-                if times is not None:
-                    times[env.event_id] = parsed
-            occurred, recorded = parsed
+            occurred, recorded = entry_times(env, times)
             if occurred is None or recorded is None:
                 continue
             originals[env.event_id] = Fact(env.event_id, env.type, entry.position, occurred, recorded, dict(env.data))
