@@ -61,7 +61,7 @@ def _command(number: int, raw: bytes) -> Command:
             raise InputRefused(f"line {number}: {name}: must be a string")
     return Command(type=row["type"], participant=row.get("participant"), data=row["data"],
                    occurred_at=row.get("occurred_at"), meaning=row.get("meaning"), reason=row.get("reason"),
-                   event_id=row.get("event_id"))
+                   event_id=row.get("event_id"), nul_free=b"\\u0000" not in raw)
 
 
 def _decided(decider: Decider, commands: Iterator[tuple[int, Command]],
@@ -94,13 +94,17 @@ def import_file(trial: Trial, path: Source, signer: Signer,
     def batches() -> Iterator[list[Envelope]]:
         nonlocal study_added
         # Built inside the write lock, so the signer registry cannot change under us.
-        for batch in _decided(trial.decider(signer, track_event_ids=True), read_commands(path), tick):
-            last[:] = batch[-1:]
-            for env in batch:
-                if env.stream == STUDY_STREAM:
-                    study_added += 1
-                    study[:] = [env]
-            yield batch
+        decider = trial.decider(signer, track_event_ids=True)
+        try:
+            for batch in _decided(decider, read_commands(path), tick):
+                last[:] = batch[-1:]
+                for env in batch:
+                    if env.stream == STUDY_STREAM:
+                        study_added += 1
+                        study[:] = [env]
+                yield batch
+        finally:
+            decider.states.close()
 
     count = trial.store.append_stream(batches(), signer)
     if count == 0:

@@ -17,6 +17,8 @@ MAX_DEPTH = 32
 
 def check_depth(value: Any, where: str = "data", limit: int = MAX_DEPTH) -> None:
     """Refuse a JSON value nested more than ``limit`` levels deep (iteratively: no recursion)."""
+    if limit >= 1 and isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()):
+        return  # a flat object, as nearly every payload is: one level
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -31,6 +31,7 @@ from domain.events import MEANINGS, event_type, validate_payload
 from domain.authority import check_meaning, default_meaning
 from domain.identifiers import canonical_event_id
 from domain.participant import Actor, Participant, check_participant_id
+from domain.participant_states import ParticipantStates
 from domain.protocol import Protocol, parse_protocol
 from domain.registry_check import RegistryHead, attest, bound_registry, ensure_heads
 from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
@@ -55,6 +56,9 @@ class Command:
     meaning: str | None = None
     reason: str | None = None
     event_id: str | None = None
+    # True when the caller has already shown that no text in the command holds a NUL
+    # (an import line whose JSON has no \u0000 escape: JSON admits a NUL no other way).
+    nul_free: bool = False
 
 
 class Trial:
@@ -211,10 +215,11 @@ class Trial:
         return Decider(self, signer, track_event_ids=track_event_ids)
 
     def _decide_one(self, command: Command, signer: Signer, registry: SignerRegistry, author: str,
-                    states: dict[str, Participant], study_length: int) -> Envelope:
-        for name in ("type", "participant", "occurred_at", "meaning", "reason", "event_id"):
-            refuse_nul(getattr(command, name), name)
-        refuse_nul(command.data, "data")
+                    states: ParticipantStates, study_length: int) -> Envelope:
+        if not command.nul_free:
+            for name in ("type", "participant", "occurred_at", "meaning", "reason", "event_id"):
+                refuse_nul(getattr(command, name), name)
+            refuse_nul(command.data, "data")
         et = event_type(command.type)
         protocol = registry.protocol
         assert protocol is not None
@@ -235,9 +240,7 @@ class Trial:
             if role_entry.role in protocol.roles else False
         if et.participant:
             participant = check_participant_id(command.participant)
-            if participant not in states:
-                states[participant] = self.participant(participant)
-            state = states[participant]
+            state = states.of(participant)
             actor = Actor(author, role_entry.role, registry.role_of, occurred, now)
             payload = state.check(command.type, command.data, author=author, reason=command.reason,
                                   protocol=registry.protocol_at(occurred) or protocol, own_entries_only=own_only,
@@ -321,7 +324,7 @@ class Decider:
         if entry is None:
             raise InputRefused(f"--key: key {signer.key_id} is not registered to any signer")
         self.author = entry.user_id
-        self.states: dict[str, Participant] = {}
+        self.states = ParticipantStates(trial.participant)
         self.seen_ids: set[str] | None = set() if track_event_ids else None
         self.locks = datamanagement.Locks.replay(trial.store.stream(STUDY_STREAM))
 
@@ -331,7 +334,7 @@ class Decider:
         env = self.trial._decide_one(command, self.signer, self.registry, self.author, self.states,
                                      self.study_length)
         datamanagement.check(env, store=self.trial.store, registry=self.registry, locks=self.locks,
-                             state=self.states.get(env.stream))
+                             state=None if env.stream == STUDY_STREAM else self.states.of(env.stream))
         if self.seen_ids is not None:
             if env.event_id in self.seen_ids:
                 raise InputRefused(f"event_id: {env.event_id} appears twice")
@@ -342,7 +345,7 @@ class Decider:
             self.registry.observe(env)
             self.locks.apply(env)
         else:
-            self.states[env.stream].apply(env)
+            self.states.of(env.stream).apply(env)
         return env
 
 

@@ -49,7 +49,7 @@ def _normalise(value: Any) -> Any:
         for key, item in value.items():
             if not isinstance(key, str) or (not key.isascii() and max(key) >= "\ud800"):
                 raise _NeedsLibrary
-            out[key] = _normalise(item)
+            out[key] = item if type(item) is str else _normalise(item)  # most values: no call
         return out
     if isinstance(value, (list, tuple)):
         return [_normalise(item) for item in value]

@@ -238,10 +238,15 @@ def test_nul_in_any_text_field_is_refused(trial: Trial, keys: Keys, run: Cli, tm
         r = run(*args)
         assert r.exit_code == 3 and "NUL" in r.stderr, (args, r.output)
     jsonl = tmp_path / "nul.jsonl"
-    jsonl.write_text(json.dumps({"type": "VisitCompleted", "participant": "S01-001", "data": {"visit": "D\u000030"},
-                                 "occurred_at": "2010-09-02T08:00:00+08:00"}) + "\n")
-    r = run("import", str(jsonl), *key)
-    assert r.exit_code == 3 and "NUL" in r.stderr and "line 1" in r.stderr
+    visit = {"type": "VisitCompleted", "participant": "S01-001", "occurred_at": "2010-09-02T08:00:00+08:00"}
+    # The importer skips the per-field scan for a line without a \u0000 escape: each spelling must still be seen.
+    for line in (json.dumps({**visit, "data": {"visit": "D\u000030"}}),
+                 json.dumps({**visit, "data": {"visit\u0000": "D30"}}),
+                 json.dumps({**visit, "data": {"visit": "D30"}, "reason": "late\u0000"}),
+                 json.dumps({**visit, "data": {"visit": "D30", "extra": [["x\u0000"]]}})):
+        jsonl.write_text(line + "\n")
+        r = run("import", str(jsonl), *key)
+        assert r.exit_code == 3 and "NUL" in r.stderr and "line 1" in r.stderr, (line, r.output)
     assert event_count(run.db) == before
     assert run("verify").exit_code == 0 and run("audit").exit_code == 0
 
