@@ -72,8 +72,11 @@ class EntryFacts:
         self.payload = _compact({**self.data, **changes})
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode  # built once
+
+
 def _compact(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str).encode()
+    return _encode(data).encode()
 
 
 @dataclass(frozen=True)
