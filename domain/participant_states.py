@@ -4,12 +4,13 @@ An import decides each line against its participant's facts (``Participant``)
 while the whole file is written in one transaction. Keeping every
 participant's facts in memory made a 1M-event import of 20,000 participants
 peak at ~420 MB. The most recently used participants stay as objects; the
-rest are pickled to a private temporary SQLite file (deleted when closed),
-and read back if their participant turns up again (SQLite unlinks such a
-file as it opens it, so no other process can reach it by name; only this
-process writes what it unpickles). Facts already written
-to the ledger could be re-read from it instead, but not the ones decided in
-the batch still waiting for its signatures, so the spill file holds both.
+rest are pickled to SQLite's private temporary database and read back if
+their participant turns up again. SQLite creates that file with mode 0600
+and unlinks it as it opens it, so no other process can reach it by name,
+nothing is left after a crash, and only this process writes what it
+unpickles. Facts already written could be re-read from the ledger instead,
+but not the ones decided in the batch still waiting for its signatures, so
+the spill file holds both.
 """
 
 from __future__ import annotations
