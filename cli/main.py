@@ -10,11 +10,11 @@ import click
 
 from domain.events import CATALOGUE, MEANINGS, json_schema
 from domain.identifiers import check_user_id
-from domain.input_limits import reject_constant
+from domain.input_limits import decode_json
 from domain.protocol import load_protocol
 from domain.service import Command, Trial
 from domain.signers import STUDY_STREAM, SignerRegistry
-from domain.text_guard import refuse_nul
+from domain.text_guard import refuse_bad_text
 from domain.timeutil import iso, utc_now
 from ledger import security_log
 from ledger.errors import InputRefused
@@ -76,7 +76,7 @@ def init(ctx: click.Context, protocol_path: Path, study_id: str, admin_id: str, 
          key: Path, passphrase_file: Path | None) -> None:
     """Write the genesis event: the protocol's hash and the sponsor's root key."""
     for name, value in (("--study-id", study_id), ("--admin-id", admin_id), ("--admin-name", admin_name)):
-        refuse_nul(value, name)  # before the database is created: a refusal writes nothing
+        refuse_bad_text(value, name)  # before the database is created: a refusal writes nothing
     protocol = load_protocol(protocol_path)
     signer = load_signer(key, passphrase_file)
     trial = Trial(open_store(ctx, create=True))
@@ -159,7 +159,7 @@ def _parse_data(text: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as e:
             raise InputRefused(f"--data {text}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        value = json.loads(text, parse_constant=reject_constant)
+        value = decode_json(text)
     except json.JSONDecodeError as e:
         raise InputRefused(f"--data: not valid JSON ({e.msg} at column {e.colno})") from None
     except RecursionError:

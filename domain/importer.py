@@ -19,14 +19,14 @@ from ledger.errors import InputRefused
 from ledger.keys import Signer
 from ledger.snapshot import Source, opened
 
-from domain.input_limits import reject_constant
+from domain.input_limits import decode_json
 from domain.service import Command, Decider, Trial
+from domain.text_guard import NEEDS_TEXT_SCAN
 from domain.signers import STUDY_STREAM
 
 LINE_FIELDS = {"type", "participant", "data", "occurred_at", "meaning", "reason", "event_id"}
 MAX_LINE_BYTES = 1 << 20
 BATCH = 1000
-_decode = json.JSONDecoder(parse_constant=reject_constant).decode  # one decoder, not one per line
 
 
 def read_commands(source: Source) -> Iterator[tuple[int, Command]]:
@@ -42,7 +42,7 @@ def read_commands(source: Source) -> Iterator[tuple[int, Command]]:
 
 def _command(number: int, raw: bytes) -> Command:
     try:
-        row: Any = _decode(raw.decode("utf-8"))
+        row: Any = decode_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InputRefused(f"line {number}: not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as e:
@@ -62,7 +62,7 @@ def _command(number: int, raw: bytes) -> Command:
             raise InputRefused(f"line {number}: {name}: must be a string")
     return Command(type=row["type"], participant=row.get("participant"), data=row["data"],
                    occurred_at=row.get("occurred_at"), meaning=row.get("meaning"), reason=row.get("reason"),
-                   event_id=row.get("event_id"), nul_free=b"\\u0000" not in raw)
+                   event_id=row.get("event_id"), text_checked=not NEEDS_TEXT_SCAN.search(raw))
 
 
 def _decided(decider: Decider, commands: Iterator[tuple[int, Command]],

@@ -8,11 +8,14 @@ near this deep.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from ledger.errors import InputRefused
 
 MAX_DEPTH = 32
+MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 §3.2.2.3 / I-JSON: the integers every reader keeps exact
 
 
 def check_depth(value: Any, where: str = "data", limit: int = MAX_DEPTH) -> None:
@@ -36,3 +39,36 @@ def check_depth(value: Any, where: str = "data", limit: int = MAX_DEPTH) -> None
 def reject_constant(name: str) -> Any:
     """``json.loads(parse_constant=...)``: NaN and Infinity are not JSON, and would be stored as null."""
     raise ValueError(f"{name} is not a JSON number")
+
+
+def finite_float(text: str) -> float:
+    """``parse_float``: 1e400 parses to infinity, which JSON cannot carry and would be stored as null."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is beyond the range of a JSON number")
+    return value
+
+
+def safe_int(text: str) -> int:
+    """``parse_int``: an integer beyond ±(2^53 - 1) has no exact RFC 8785 form, so it cannot be signed."""
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError(f"{text[:40]} is beyond ±(2^53 - 1), the integers signed JSON keeps exact")
+    return value
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a key given twice is ambiguous (RFC 7493 §2.3); the signed value would be the last."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _item in pairs:
+            if key in seen:
+                raise ValueError(f"key {key[:40]!r} appears twice in one object")
+            seen.add(key)
+    return value
+
+
+# Every JSON a user hands the writer (import lines, --data) is read by this one decoder.
+decode_json = json.JSONDecoder(parse_constant=reject_constant, parse_float=finite_float, parse_int=safe_int,
+                               object_pairs_hook=unique_keys).decode

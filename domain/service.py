@@ -37,7 +37,7 @@ from domain.registry_check import RegistryHead, attest, bound_registry, ensure_h
 from domain.rules import Entry, IcfVersion, ProtocolVersion, Tracked, deviation_history
 from domain import witnesses
 from domain.signers import STUDY_STREAM, SignerRegistry, role_may_sign
-from domain.text_guard import refuse_nul
+from domain.text_guard import refuse_bad_text
 from domain.timeutil import iso, parse_instant, refuse_future, utc_now
 
 MAX_ATTEMPTS = 50
@@ -56,9 +56,10 @@ class Command:
     meaning: str | None = None
     reason: str | None = None
     event_id: str | None = None
-    # True when the caller has already shown that no text in the command holds a NUL
-    # (an import line whose JSON has no \u0000 escape: JSON admits a NUL no other way).
-    nul_free: bool = False
+    # True when the caller has already shown that no text in the command holds a NUL or a lone
+    # surrogate: an import line whose JSON has no \u0000 or \udXXX escape (UTF-8 JSON admits
+    # them no other way; domain.text_guard.NEEDS_TEXT_SCAN).
+    text_checked: bool = False
 
 
 class Trial:
@@ -141,7 +142,7 @@ class Trial:
     def initialise(self, protocol: Protocol, *, study_id: str, admin_id: str, admin_name: str,
                    signer: Signer, event_id: str | None = None) -> Envelope:
         for name, value in (("--study-id", study_id), ("--admin-id", admin_id), ("--admin-name", admin_name)):
-            refuse_nul(value, name)
+            refuse_bad_text(value, name)
         if self.store.stream_length(STUDY_STREAM) > 0:
             raise InputRefused("init: this ledger is already initialised")
         data = {
@@ -216,10 +217,10 @@ class Trial:
 
     def _decide_one(self, command: Command, signer: Signer, registry: SignerRegistry, author: str,
                     states: ParticipantStates, study_length: int) -> Envelope:
-        if not command.nul_free:
+        if not command.text_checked:
             for name in ("type", "participant", "occurred_at", "meaning", "reason", "event_id"):
-                refuse_nul(getattr(command, name), name)
-            refuse_nul(command.data, "data")
+                refuse_bad_text(getattr(command, name), name)
+            refuse_bad_text(command.data, "data")
         et = event_type(command.type)
         protocol = registry.protocol
         assert protocol is not None

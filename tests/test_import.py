@@ -53,6 +53,19 @@ def test_import_appends_and_verifies(trial: Trial, keys: Keys, run: Cli, tmp_pat
     ('{"type": "Nope", "participant": "B00000", "data": {}}', "line 3: type"),
     ('{"type": "LabResultRecorded", "participant": "ZZZ", "data": {"analyte": "FBG", "value": 8, "unit": "mmol/L"}}',
      "line 3: participant"),
+    # Text and numbers that cannot be signed as given: each once crashed the import (exit 4) or
+    # stored something else (1e400 became null; a repeated key kept its last value).
+    ('{"type": "VisitCompleted", "participant": "B00000", "data": {"visit": "D30"}, "reason": "late\\udc00"}',
+     "line 3: reason: text is not valid Unicode"),
+    ('{"type": "VisitCompleted", "participant": "B00000", "data": {"visit\\ud800": "D30"}}',
+     "line 3: data (a key): text is not valid Unicode"),
+    ('{"type": "LabResultRecorded", "participant": "B00000", "data": {"analyte": "FBG", "value": 8, '
+     '"unit": "mmol/L", "reference_low": -1e400}}', "line 3: not valid JSON (-1e400 is beyond the range"),
+    ('{"type": "EntryCorrected", "participant": "B00000", "reason": "r", "data": {"target_event_id": '
+     '"00000000-0000-4000-8000-000000000001", "changes": {"reference_low": -9007199254740993}}}',
+     "line 3: not valid JSON (-9007199254740993 is beyond"),
+    ('{"type": "VisitCompleted", "participant": "B00000", "data": {"visit": "D\\u0000", "visit": "D30"}}',
+     "line 3: not valid JSON (key 'visit' appears twice"),
 ])
 def test_a_bad_line_writes_nothing(trial: Trial, keys: Keys, run: Cli, tmp_path: Path, line: str,
                                    needle: str) -> None:

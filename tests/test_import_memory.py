@@ -1,7 +1,7 @@
 """An import keeps only a bounded number of participants' facts in memory (issue 21: RSS at 1M).
 
 The rest are spilled to a private temporary file and read back when their
-participant turns up again. These tests shrink the in-memory set to two
+participant turns up again. These tests shrink the in-memory set to about two
 participants, so every refusal below depends on facts that went through the
 spill file, including facts decided in the same batch and not yet written.
 """
@@ -22,7 +22,7 @@ T = "2010-09-01T09:00:00+08:00"
 
 @pytest.fixture(autouse=True)
 def keep_two(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(participant_states, "KEEP", 2)
+    monkeypatch.setattr(participant_states, "BUDGET", 2 * (participant_states.PARTICIPANT_WEIGHT + 1))
 
 
 def registered(pid: str) -> dict[str, object]:
@@ -82,3 +82,33 @@ def test_a_correction_of_a_spilled_entry_is_checked_against_that_entry(
     r = run("import", str(write(tmp_path / "in.jsonl", rows)), "--key", str(keys.path("inv1")))
     assert r.exit_code == 0, r.output
     assert run("verify").exit_code == 0
+
+
+def test_a_long_history_stays_in_memory_until_its_weight_in_other_entries_has_passed() -> None:
+    """Eviction weighs entries: a long participant is not pickled each time a few hundred small ones pass,
+    yet memory stays bounded once more than the budget has been touched since its last line."""
+    from domain.participant import Participant
+    from ledger.envelope import Envelope
+
+    weight = participant_states.PARTICIPANT_WEIGHT
+    assert 50 * (1 + weight) < 1000 - (300 + weight) < 130 * (1 + weight)  # the arithmetic below holds
+
+    def grown(pid: str) -> Participant:
+        state = Participant(pid)
+        for n in range(300 if pid == "BIG" else 1):
+            state.apply(Envelope.model_construct(event_id=f"{pid}-{n}", type="LabResultRecorded", stream=pid,
+                                                 position=n + 1, occurred_at=T, author="lab1", data={}))
+        return state
+
+    states = participant_states.ParticipantStates(grown, budget=1000)
+    big = states.of("BIG")
+    for round_ in range(10):  # BIG, then 50 participants never seen before, lighter together than BIG's slack
+        assert states.of("BIG") is big  # the same object: never pickled and read back
+        for n in range(50):
+            states.of(f"S{round_}-{n}")
+    assert states.spilled >= 400  # the small ones went to the spill file instead
+    for n in range(80):  # 130 small ones in all since BIG's last line: more than the budget
+        states.of(f"T{n}")
+    again = states.of("BIG")
+    assert again is not big and len(again.entries) == 300  # spilled, and read back whole
+    states.close()

@@ -212,3 +212,19 @@ def test_ae_downgrade_without_a_reason(ready: tuple[Trial, Keys, Cli]) -> None:
                "--data", json.dumps({"target_event_id": last.event_id, "changes": {"grade": 4}}),
                *key(keys, "inv1")).exit_code == 0
     refused(run, *update({"grade": 3}), needle="grade 4 -> 3")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--reason", "late\udcff"), "reason: text is not valid Unicode"),  # a non-UTF-8 byte on the command line
+    (("--data", '{"analyte": "FBG", "value": 8.2, "unit": "mmol/L", "reference_low": 1e400}'),
+     "--data: not valid JSON (1e400 is beyond the range of a JSON number)"),
+    (("--data", '{"analyte": "FBG", "value": 9007199254740993, "unit": "mmol/L"}'), "--data: not valid JSON"),
+    (("--data", '{"analyte": "FBG", "analyte": "HbA1c", "value": 8.2, "unit": "mmol/L"}'),
+     "--data: not valid JSON (key 'analyte' appears twice in one object)"),
+])
+def test_text_and_numbers_that_cannot_be_signed_as_given(ready: tuple[Trial, Keys, Cli], args: tuple[str, ...],
+                                                          needle: str) -> None:
+    _trial, keys, run = ready
+    data = () if "--data" in args else ("--data", LAB)
+    refused(run, "append", "LabResultRecorded", "--participant", "S01-001", *data, *args,
+            "--key", str(keys.path("lab1")), needle=needle)
