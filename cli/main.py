@@ -164,7 +164,7 @@ def _parse_data(text: str) -> dict[str, Any]:
         raise InputRefused(f"--data: not valid JSON ({e.msg} at column {e.colno})") from None
     except RecursionError:
         raise InputRefused("--data: not valid JSON (too deeply nested)") from None
-    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+    except ValueError as e:  # a number or repeated key decode_json refuses, or an integer beyond Python's digit limit
         raise InputRefused(f"--data: not valid JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(value, dict):
         raise InputRefused("--data: must be a JSON object")

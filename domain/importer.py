@@ -21,8 +21,8 @@ from ledger.snapshot import Source, opened
 
 from domain.input_limits import decode_json
 from domain.service import Command, Decider, Trial
-from domain.text_guard import NEEDS_TEXT_SCAN
 from domain.signers import STUDY_STREAM
+from domain.text_guard import NEEDS_TEXT_SCAN
 
 LINE_FIELDS = {"type", "participant", "data", "occurred_at", "meaning", "reason", "event_id"}
 MAX_LINE_BYTES = 1 << 20
@@ -47,7 +47,7 @@ def _command(number: int, raw: bytes) -> Command:
         raise InputRefused(f"line {number}: not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as e:
         raise InputRefused(f"line {number}: not valid JSON ({getattr(e, 'msg', 'too deeply nested')})") from None
-    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+    except ValueError as e:  # a number or repeated key decode_json refuses, or an integer beyond Python's digit limit
         raise InputRefused(f"line {number}: not valid JSON ({str(e).splitlines()[0][:80]})") from None
     if not isinstance(row, dict):
         raise InputRefused(f"line {number}: must be a JSON object")

@@ -12,10 +12,10 @@ import json
 import math
 from typing import Any
 
+from ledger.canonical import MAX_SAFE_INTEGER
 from ledger.errors import InputRefused
 
 MAX_DEPTH = 32
-MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 §3.2.2.3 / I-JSON: the integers every reader keeps exact
 
 
 def check_depth(value: Any, where: str = "data", limit: int = MAX_DEPTH) -> None:

@@ -71,10 +71,9 @@ class ParticipantStates:
             self._spill = None
 
     def _recount(self, participant: str | None) -> None:
-        state = self._live.get(participant) if participant is not None else None
-        if participant is None or state is None:
+        if participant is None or participant not in self._live:
             return
-        weight = len(state.entries) + PARTICIPANT_WEIGHT
+        weight = len(self._live[participant].entries) + PARTICIPANT_WEIGHT
         self._weight += weight - self._weights.get(participant, 0)
         self._weights[participant] = weight
 

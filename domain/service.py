@@ -334,19 +334,19 @@ class Decider:
         datamanagement.check_lock(self.locks, command.type, command.participant, et.participant)
         env = self.trial._decide_one(command, self.signer, self.registry, self.author, self.states,
                                      self.study_length)
-        datamanagement.check(env, store=self.trial.store, registry=self.registry, locks=self.locks,
-                             state=None if env.stream == STUDY_STREAM else self.states.of(env.stream))
+        state = None if env.stream == STUDY_STREAM else self.states.of(env.stream)
+        datamanagement.check(env, store=self.trial.store, registry=self.registry, locks=self.locks, state=state)
         if self.seen_ids is not None:
             if env.event_id in self.seen_ids:
                 raise InputRefused(f"event_id: {env.event_id} appears twice")
             if command.event_id is not None:
                 self.seen_ids.add(env.event_id)
-        if env.stream == STUDY_STREAM:
+        if state is None:
             self.study_length += 1
             self.registry.observe(env)
             self.locks.apply(env)
         else:
-            self.states.of(env.stream).apply(env)
+            state.apply(env)
         return env
 
 
